@@ -1,0 +1,183 @@
+"""Instructor commands: one per step of the nbgrader workflow, with progress bars.
+
+    python -m autograder generate  ASSIGNMENT              # solutions/ -> exercises/ (+ gradebook)
+    python -m autograder collect   ASSIGNMENT FOLDER       # FOLDER/<student>.ipynb -> submitted/
+    python -m autograder autograde ASSIGNMENT [--device D] # submitted/ -> autograded/ + gradebook
+    python -m autograder feedback  ASSIGNMENT              # autograded/ -> feedback/ (HTML)
+    python -m autograder export    [--to grades.csv]       # gradebook -> CSV
+
+Each step is nbgrader's own (same folders, same gradebook, same formgrader); ``autograde``
+grades outside the student's kernel through :class:`autograder.nbgrader_plugin.SandboxGrade`,
+and turns a submission nbgrader cannot even read into a zero with a reason instead of a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.apps.api import NbGraderAPI
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.plugins.export import CsvExportPlugin
+from tqdm import tqdm
+from traitlets.config import Config, PyFileConfigLoader
+
+
+def _api(course: Path, **overrides) -> NbGraderAPI:
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    config.CourseDirectory.root = str(course)
+    config.Exchange.root = str(course / ".exchange")  # no system-wide exchange needed
+    for section, values in overrides.items():
+        for name, value in values.items():
+            setattr(config[section], name, value)
+    return NbGraderAPI(CourseDirectory(config=config), config=config)
+
+
+def _check(result: dict, what: str) -> None:
+    if not result["success"]:
+        sys.exit(f"{what} failed:\n{result.get('error') or result.get('log')}")
+
+
+def generate(api: NbGraderAPI, args) -> None:
+    _check(api.generate_assignment(args.assignment), f"generate {args.assignment}")
+    print(f"student version written to {Path(api.coursedir.root) / api.coursedir.release_directory / args.assignment}")
+
+
+def collect(api: NbGraderAPI, args) -> None:
+    """Copy ``FOLDER/<student>.ipynb`` (or ``FOLDER/<student>/*.ipynb``) into nbgrader's submitted/."""
+    notebooks = [nb.name for nb in api.gradebook.find_assignment(args.assignment).notebooks]
+    folder = Path(args.folder)
+    entries = sorted(folder.glob("*.ipynb")) + sorted(p for p in folder.iterdir() if p.is_dir())
+    for entry in tqdm(entries, desc="collect", unit="student"):
+        student = entry.stem if entry.is_file() else entry.name
+        dest = Path(api.coursedir.format_path(api.coursedir.submitted_directory, student, args.assignment))
+        dest.mkdir(parents=True, exist_ok=True)
+        files = [entry] if entry.is_file() else sorted(entry.glob("*.ipynb"))
+        if entry.is_file() and len(notebooks) != 1:
+            sys.exit(f"{entry}: assignment {args.assignment} has {len(notebooks)} notebooks; "
+                     "give each student a folder of notebooks instead")
+        for file in files:
+            name = f"{notebooks[0]}.ipynb" if entry.is_file() else file.name
+            shutil.copyfile(file, dest / name)
+        stamp = datetime.fromtimestamp(max(f.stat().st_mtime for f in files), timezone.utc)
+        (dest / "timestamp.txt").write_text(stamp.strftime("%Y-%m-%d %H:%M:%S.%f %Z"))
+    print(f"{len(entries)} submissions in {api.coursedir.format_path(api.coursedir.submitted_directory, '*', args.assignment)}")
+
+
+def _unreadable(folder: Path) -> str | None:
+    """Why nbgrader could not read this submission, or None."""
+    for path in sorted(folder.glob("*.ipynb")):
+        try:
+            nbformat.read(path, as_version=4)
+        except (json.JSONDecodeError, nbformat.reader.NotJSONError, UnicodeDecodeError) as exc:
+            return f"{path.name} is not a valid notebook file (not JSON: {exc}); was it saved or uploaded correctly?"
+        except Exception as exc:
+            return f"{path.name} could not be read as a notebook ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def _zero(api: NbGraderAPI, assignment: str, student: str) -> None:
+    """Record a submission nbgrader cannot grade as zero (nbgrader does this for missing notebooks)."""
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
+        gb.update_or_create_student(student)
+        submission = gb.update_or_create_submission(assignment, student)
+        for notebook in submission.notebooks:
+            for g in notebook.grades:
+                g.auto_score, g.needs_manual_grade = 0, False
+        gb.db.commit()
+
+
+def _score(api: NbGraderAPI, assignment: str, student: str) -> tuple[float, float]:
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
+        try:
+            submission = gb.find_submission(assignment, student)
+        except MissingEntry:
+            return 0.0, 0.0
+        return submission.score, submission.max_score
+
+
+def autograde(api: NbGraderAPI, args) -> None:
+    root = Path(api.coursedir.format_path(api.coursedir.submitted_directory, ".", ".")).resolve()
+    students = sorted(p.name for p in root.iterdir() if (p / args.assignment).is_dir()) if root.is_dir() else []
+    if args.student:
+        students = [s for s in students if s in args.student]
+    if not students:
+        sys.exit(f"no submissions for {args.assignment} under {root}")
+    rows = []
+    for student in tqdm(students, desc=f"autograde {args.assignment} on {args.device}", unit="submission"):
+        reason = _unreadable(root / student / args.assignment)
+        if reason is None:
+            result = api.autograde(args.assignment, student)
+            if not result["success"]:
+                reason = "the autograder could not run this submission: " + (
+                    (result.get("error") or result.get("log") or "").strip().splitlines() or ["unknown error"])[-1]
+        if reason:
+            _zero(api, args.assignment, student)
+        score, max_score = _score(api, args.assignment, student)
+        rows.append((student, score, max_score, reason or ""))
+    report = Path(api.coursedir.root) / f"autograde-{args.assignment}.csv"
+    with report.open("w", newline="") as f:
+        csv.writer(f).writerows([("student", "score", "max_score", "problem"), *rows])
+    width = max(len(s) for s, *_ in rows)
+    for student, score, max_score, reason in rows:
+        print(f"{student:<{width}}  {score:6.2f} / {max_score:g}  {reason}")
+    print(f"summary written to {report}")
+
+
+def feedback(api: NbGraderAPI, args) -> None:
+    root = Path(api.coursedir.format_path(api.coursedir.autograded_directory, ".", ".")).resolve()
+    students = sorted(p.name for p in root.iterdir() if (p / args.assignment).is_dir()) if root.is_dir() else []
+    for student in tqdm(students, desc=f"feedback {args.assignment}", unit="submission"):
+        _check(api.generate_feedback(args.assignment, student), f"feedback for {student}")
+    print(f"HTML feedback in {api.coursedir.format_path(api.coursedir.feedback_directory, '*', args.assignment)}")
+
+
+def export(api: NbGraderAPI, args) -> None:
+    plugin = CsvExportPlugin(parent=api)
+    plugin.to = str(Path(args.to).resolve())
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
+        plugin.export(gb)
+    print(f"grades written to {plugin.to}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--course", type=Path, default=Path.cwd(),
+                        help="course directory holding nbgrader_config.py (default: current directory)")
+    steps = parser.add_subparsers(dest="step", required=True)
+    p = steps.add_parser("generate", help="generate the student version of an assignment")
+    p.add_argument("assignment")
+    p = steps.add_parser("collect", help="copy submissions named <student>.ipynb into submitted/")
+    p.add_argument("assignment")
+    p.add_argument("folder")
+    p = steps.add_parser("autograde", help="grade every submission of an assignment")
+    p.add_argument("assignment")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hidden random inputs")
+    p.add_argument("--student", nargs="*", help="grade only these students")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds one hidden-test call may run (a notebook cell gets twice that)")
+    p = steps.add_parser("feedback", help="write HTML feedback for every graded submission")
+    p.add_argument("assignment")
+    p = steps.add_parser("export", help="export all grades to CSV")
+    p.add_argument("--to", default="grades.csv")
+    args = parser.parse_args(argv)
+
+    # nbgrader runs its database migrations with the `alembic` script of this environment
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    course = args.course.resolve()
+    if not (course / "nbgrader_config.py").is_file():
+        sys.exit(f"{course} has no nbgrader_config.py: pass --course DIR")
+    overrides = {"SandboxGrade": {"device": args.device, "seed": args.seed, "call_timeout": args.timeout,
+                                  "cell_timeout": 2 * args.timeout}} if args.step == "autograde" else {}
+    api = _api(course, **overrides)
+    {"generate": generate, "collect": collect, "autograde": autograde,
+     "feedback": feedback, "export": export}[args.step](api, args)

@@ -1,0 +1,27 @@
+# nbgrader configuration of the course (the repository root is the nbgrader course directory).
+# Names follow nbgrader's conventions, with two folders renamed to what they hold here.
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
+                                    LimitOutput, SaveAutoGrades)
+
+from autograder.nbgrader_plugin import SandboxGrade
+
+c = get_config()  # noqa: F821 (injected by traitlets)
+
+c.CourseDirectory.course_id = "one-hot-to-kv-cache"
+c.CourseDirectory.source_directory = "solutions"   # reference notebooks, nbgrader source format
+c.CourseDirectory.release_directory = "exercises"  # student versions, generated, never hand-edited
+# submitted/, autograded/, feedback/ and gradebook.db keep nbgrader's default names (git-ignored).
+
+# Grade outside the student's kernel: SandboxGrade replaces nbgrader's Execute; the rest of
+# nbgrader's autograde pipeline is unchanged.
+c.Autograde.autograde_preprocessors = [
+    SandboxGrade,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+c.SandboxGrade.device = "cpu"  # or pass --device cuda to `python -m autograder autograde`

@@ -1,0 +1,194 @@
+"""The README's instructor flow, run once on a class of typical submissions.
+
+One temporary course, ten students, each showing one behaviour the grader must get right:
+generate → collect → autograde → feedback → export, every step through the README's command.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import ASSIGNMENT, NOTEBOOK, make_submission, run_cli
+
+FULL = 10.0  # Chapter 1's points
+OFF_BY_ONE = '''
+def one_hot(ids, num_classes):
+    out = torch.zeros(*ids.shape, num_classes, device=ids.device)
+    return out.scatter(-1, ((ids + 1) % num_classes).unsqueeze(-1), 1.0)
+'''
+BPE_MERGES_REVERSED = '''
+def bpe_encode(text, merges):
+    ids = list(text.encode("utf-8"))
+    for k, pair in reversed(list(enumerate(merges))):  # mistake: latest merge first
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == tuple(pair):
+                out.append(256 + k)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        ids = out
+    return ids
+
+def bpe_decode(ids, merges):
+    vocab = {i: bytes([i]) for i in range(256)}
+    for k, (a, b) in enumerate(merges):
+        vocab[256 + k] = vocab[a] + vocab[b]
+    return b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")
+'''
+NOISY = '''
+import sys, warnings
+print("a student's debugging print", file=sys.stderr)
+warnings.warn("a harmless warning at import time")
+_one_hot_impl = one_hot
+def one_hot(ids, num_classes):
+    warnings.warn("one_hot: still experimenting")
+    print("debug:", ids.shape, file=sys.stderr)
+    return _one_hot_impl(ids, num_classes)
+'''
+PATCH_THE_TESTS = '''
+import torch, torch.testing
+torch.allclose = lambda *args, **kwargs: True
+torch.equal = lambda *args, **kwargs: True
+torch.testing.assert_close = lambda *args, **kwargs: None
+import autograder.compare, autograder.spec
+autograder.compare.describe_difference = lambda *args, **kwargs: None
+autograder.spec.expect = lambda *args, **kwargs: None
+checks.expect = lambda *args, **kwargs: None
+'''
+CRASH = '''
+def one_hot(ids, num_classes):
+    import os, signal
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+LOOP = '''
+def cosine_similarity_matrix(E, eps=1e-8):
+    while True:
+        pass
+'''
+RENAMED = '''
+def embedding(ids, W):
+    return one_hot(ids, W.shape[0]).to(W.dtype) @ W
+'''
+
+
+@pytest.fixture(scope="module")
+def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
+    downloads = tmp_path_factory.mktemp("downloads")
+    submissions = {
+        "correct": make_submission(course),
+        "untouched": make_submission(course, solved=False),
+        "offbyone": make_submission(course, replace={"one_hot": OFF_BY_ONE}),
+        "bpeorder": make_submission(course, replace={"bpe_encode": BPE_MERGES_REVERSED}),
+        "noisy": make_submission(course),
+        "cheater": make_submission(course, replace={"one_hot": OFF_BY_ONE}, extra_cells=[PATCH_THE_TESTS]),
+        "crash": make_submission(course, replace={"one_hot": CRASH}),
+        "loop": make_submission(course, replace={"cosine_similarity_matrix": LOOP}),
+        "renamed": make_submission(course, replace={"embed": RENAMED}),
+    }
+    submissions["noisy"].cells.append(nbformat.v4.new_code_cell(NOISY))
+    _move_before_tests(submissions["noisy"])
+    for student, nb in submissions.items():
+        nbformat.write(nb, downloads / f"{student}.ipynb")
+    (downloads / "badjson.ipynb").write_text('{"cells": [ this is not json')
+
+    run_cli(course, "collect", ASSIGNMENT, str(downloads))
+    run_cli(course, "autograde", ASSIGNMENT, "--timeout", "5")
+    run_cli(course, "feedback", ASSIGNMENT)
+    run_cli(course, "export", "--to", str(course / "grades.csv"))
+    with open(course / f"autograde-{ASSIGNMENT}.csv") as f:
+        summary = {row["student"]: row for row in csv.DictReader(f)}
+    for student, row in summary.items():
+        row["score"] = float(row["score"])
+        path = course / "autograded" / student / ASSIGNMENT / NOTEBOOK
+        row["report"] = _reports(path) if path.exists() else {}
+    return summary
+
+
+def _move_before_tests(nb: nbformat.NotebookNode) -> None:
+    """Put the last (student-added) cell right after the one_hot solution cell."""
+    cell = nb.cells.pop()
+    index = next(i for i, c in enumerate(nb.cells) if "def one_hot(" in c.source)
+    nb.cells.insert(index + 1, cell)
+
+
+def _reports(path: Path) -> dict[str, str]:
+    """grade_id → the grader's report written into that test cell."""
+    nb = nbformat.read(path, as_version=4)
+    return {c.metadata.nbgrader["grade_id"]: "".join(o.get("text", "") for o in c.outputs)
+            for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
+            and not c.metadata.nbgrader.get("solution")}
+
+
+def test_reference_solution_scores_full_marks(graded):
+    assert graded["correct"]["score"] == FULL, graded["correct"]["report"]
+    assert graded["correct"]["max_score"] == str(FULL)
+
+
+def test_untouched_exercise_scores_zero_with_readable_reasons(graded):
+    row = graded["untouched"]
+    assert row["score"] == 0 and row["problem"] == ""
+    assert row["report"], "every test cell gets a report"
+    for report in row["report"].values():
+        assert "not written yet" in report and "Traceback" not in report
+
+
+def test_one_hot_off_by_one_gets_partial_credit_and_the_hint(graded):
+    row = graded["offbyone"]
+    assert 0 < row["score"] < FULL
+    assert "shift" in row["report"]["test_one_hot"].lower(), row["report"]["test_one_hot"]
+
+
+def test_bpe_merge_order_mistake_gets_partial_credit_and_the_hint(graded):
+    row = graded["bpeorder"]
+    assert 0 < row["score"] < FULL
+    report = row["report"]["test_bpe_round_trip"]
+    assert "order" in report.lower(), report
+
+
+def test_correct_code_that_prints_warnings_keeps_full_marks(graded):
+    assert graded["noisy"]["score"] == FULL, graded["noisy"]["report"]
+
+
+def test_patching_the_checks_gains_nothing(graded):
+    assert graded["cheater"]["score"] == graded["offbyone"]["score"] < FULL
+
+
+def test_invalid_json_scores_zero_with_a_reason_and_others_are_graded(graded):
+    row = graded["badjson"]
+    assert row["score"] == 0 and "not a valid notebook" in row["problem"]
+    assert graded["correct"]["score"] == FULL
+
+
+def test_kernel_crash_costs_only_the_crashing_exercise(graded):
+    row = graded["crash"]
+    assert row["score"] == FULL - 1 - 1  # one_hot, and embed which calls it
+    assert "crashed the kernel" in row["report"]["test_one_hot"]
+
+
+def test_endless_loop_times_out_and_costs_only_that_exercise(graded):
+    row = graded["loop"]
+    assert row["score"] == FULL - 1
+    assert "did not finish" in row["report"]["test_cosine"]
+
+
+def test_missing_function_is_named_in_the_feedback(graded):
+    row = graded["renamed"]
+    assert row["score"] == FULL - 1
+    assert "'embed' is not defined" in row["report"]["test_embed"]
+
+
+def test_feedback_and_grades_csv(graded, course):
+    html = (course / "feedback" / "offbyone" / ASSIGNMENT / "tokens.html").read_text()
+    assert "test_one_hot" in html and "shift" in html.lower()
+    with open(course / "grades.csv") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f) if r["assignment"] == ASSIGNMENT}
+    assert set(rows) == set(graded)
+    for student, row in rows.items():
+        assert float(row["score"]) == pytest.approx(graded[student]["score"]), student
+        assert float(row["max_score"]) == FULL
