@@ -45,13 +45,14 @@ def case_seed(seed: int, grade_id: str, index: int) -> int:
     return zlib.crc32(f"{seed}:{grade_id}:{index}".encode())
 
 
-def _to(value: Any, device: str) -> Any:
+def to_device(value: Any, device: str) -> Any:
+    """Tensors inside (nested) lists, tuples and dicts moved to ``device``."""
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, (list, tuple)):
-        return type(value)(_to(v, device) for v in value)
+        return type(value)(to_device(v, device) for v in value)
     if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
+        return {k: to_device(v, device) for k, v in value.items()}
     return value
 
 
@@ -108,7 +109,7 @@ def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tupl
             if result.stopped:
                 hung[case.call] = result
             message = (_explain(result.error) if result.error else
-                       case.judge(result.value, expected[gid, i], _to(args, device)))
+                       case.judge(result.value, expected[gid, i], to_device(args, device)))
             if message is None:
                 report.passed += 1
             else:

@@ -1,7 +1,7 @@
 """Run a notebook in its own limited kernel process and call its functions from outside.
 
 The grader never imports student code. A :class:`NotebookProcess` starts an IPython kernel
-through :func:`_launch_limited_kernel` (memory, CPU-time, file-size and core-dump limits, a
+through :mod:`autograder.kernel` (memory, CPU-time, file-size and core-dump limits, a
 scratch working directory, a scrubbed environment), executes the notebook's code cells, and
 then answers :meth:`NotebookProcess.call`: arguments go in through ``torch.save``, the result
 comes back through ``torch.load(weights_only=True)``, so nothing but tensors and plain Python
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import shutil
 import sys
 import tempfile
@@ -34,8 +33,9 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from .kernel import MAX_FILE_BYTES
+
 KERNEL_NAME = "autograder-sandbox"
-MAX_RESULT_BYTES = 256 * 2**20
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Variables the kernel keeps from the grader's environment; everything else (tokens, keys) is dropped.
 _KEPT_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES",
@@ -112,7 +112,7 @@ class NotebookProcess:
                    AUTOGRADER_MEMORY_MB="0" if self.device.startswith("cuda") else str(self.limits.memory_mb),
                    AUTOGRADER_CPU_SECONDS=str(self.limits.cpu_seconds))
         (kernels / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "autograder.sandbox", "-f", "{connection_file}"],
+            "argv": [sys.executable, "-m", "autograder.kernel", "-f", "{connection_file}"],
             "display_name": "autograder sandbox", "language": "python", "env": env,
         }))
         specs = KernelSpecManager(kernel_dirs=[str(kernels.parent)], ensure_native_kernel=False)
@@ -120,7 +120,7 @@ class NotebookProcess:
                                 ip=str(self._tmp / "ipc"))
         self._client = NotebookClient(
             self.nb, km=km, kernel_name=KERNEL_NAME, timeout=int(self.limits.cell_timeout),
-            allow_errors=True, interrupt_on_timeout=False, iopub_timeout=10,
+            allow_errors=True, interrupt_on_timeout=False, iopub_timeout=10, shutdown_kernel="immediate",
             resources={"metadata": {"path": str(work)}})
         self._context = self._client.setup_kernel(cwd=str(work))
         self._context.__enter__()
@@ -207,7 +207,7 @@ class NotebookProcess:
         if errors:
             return CallResult(error=f"raised {_error_text(errors[0])}")
         try:
-            if path_out.stat().st_size > MAX_RESULT_BYTES:
+            if path_out.stat().st_size > MAX_FILE_BYTES:
                 return CallResult(error="returned more than 256 MB of data")
             return CallResult(value=torch.load(path_out, weights_only=True))
         except FileNotFoundError:
@@ -216,22 +216,3 @@ class NotebookProcess:
             return CallResult(error=f"returned something that is not a tensor or plain Python data ({exc.__class__.__name__})")
         finally:
             path_out.unlink(missing_ok=True)
-
-
-def _launch_limited_kernel() -> None:
-    """Kernel entry point: apply the limits from the environment, then become an IPython kernel."""
-    memory = int(os.environ.pop("AUTOGRADER_MEMORY_MB", "0")) * 2**20
-    if memory:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    cpu = int(os.environ.pop("AUTOGRADER_CPU_SECONDS", "0"))
-    if cpu:
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_RESULT_BYTES, MAX_RESULT_BYTES))
-    from ipykernel.kernelapp import launch_new_instance
-
-    launch_new_instance()
-
-
-if __name__ == "__main__":
-    _launch_limited_kernel()

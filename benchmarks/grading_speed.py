@@ -1,11 +1,13 @@
-"""Seconds to grade one Chapter-1 submission: this grader vs stock ``nbgrader autograde``.
+"""Seconds to grade Chapter-1 submissions: this grader vs stock ``nbgrader autograde``.
 
 Both grade the same correct submission in their own temporary course, from a cold start
 (a new process each, as an instructor runs them). Ours runs the reference notebook and the
 submission in two sandboxed kernels and compares outside them; stock nbgrader runs the
-notebook with its test cells in one kernel. Prints seconds and the ratio from one run.
+notebook with its test cells in one kernel. Prints seconds for one submission, seconds per
+submission for a class of ``--class-size`` copies (our reference runs once per class), and
+the ratios, all from one run.
 
-    python benchmarks/grading_speed.py [--repeat 3]
+    python benchmarks/grading_speed.py [--repeat 3] [--class-size 8]
 """
 
 from __future__ import annotations
@@ -47,30 +49,41 @@ def _run(command: list[str], cwd: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="cold runs of one submission")
+    parser.add_argument("--class-size", type=int, default=8, help="submissions in the class run")
     args = parser.parse_args()
     python = sys.executable
-    nbgrader = str(Path(python).with_name("nbgrader"))
+    commands = {"ours": [python, "-m", "autograder", "autograde", ASSIGNMENT],
+                "stock": [str(Path(python).with_name("nbgrader")), "autograde", ASSIGNMENT, "--force"]}
     with tempfile.TemporaryDirectory() as tmp:
-        ours = _course(Path(tmp), "ours", (ROOT / "nbgrader_config.py").read_text())
-        stock = _course(Path(tmp), "stock", STOCK_CONFIG)
-        for course in (ours, stock):
+        courses = {"ours": _course(Path(tmp), "ours", (ROOT / "nbgrader_config.py").read_text()),
+                   "stock": _course(Path(tmp), "stock", STOCK_CONFIG)}
+        for course in courses.values():
             subprocess.run([python, "-m", "autograder", "--course", str(course), "generate", ASSIGNMENT],
                            check=True, capture_output=True)
-        submission = make_submission(ours)
-        for course in (ours, stock):
-            dest = course / "submitted" / "student" / ASSIGNMENT
-            dest.mkdir(parents=True)
-            nbformat.write(submission, dest / "tokens.ipynb")
-        times = {"ours": [], "stock": []}
-        for _ in range(args.repeat):
-            times["ours"].append(_run([python, "-m", "autograder", "--course", str(ours), "autograde", ASSIGNMENT], ours))
-            times["stock"].append(_run([nbgrader, "autograde", ASSIGNMENT, "--force"], stock))
-    ours_s, stock_s = statistics.median(times["ours"]), statistics.median(times["stock"])
-    print(f"grading one Chapter-1 submission, median of {args.repeat} cold runs:")
-    print(f"  this grader (sandboxed, vs live reference): {ours_s:6.2f} s   {[round(t, 2) for t in times['ours']]}")
-    print(f"  stock nbgrader autograde:                   {stock_s:6.2f} s   {[round(t, 2) for t in times['stock']]}")
+        submission = make_submission(courses["ours"])
+
+        def submit(students: int) -> None:
+            for course in courses.values():
+                shutil.rmtree(course / "submitted", ignore_errors=True)
+                for k in range(students):
+                    dest = course / "submitted" / f"student{k:03d}" / ASSIGNMENT
+                    dest.mkdir(parents=True)
+                    nbformat.write(submission, dest / "tokens.ipynb")
+
+        submit(1)
+        one = {name: [_run(commands[name], courses[name]) for _ in range(args.repeat)] for name in commands}
+        submit(args.class_size)
+        per = {name: _run(commands[name], courses[name]) / args.class_size for name in commands}
+
+    ours_s, stock_s = statistics.median(one["ours"]), statistics.median(one["stock"])
+    print(f"one Chapter-1 submission, median of {args.repeat} cold runs (process start included):")
+    print(f"  this grader (sandboxed, vs live reference): {ours_s:6.2f} s   {[round(t, 2) for t in one['ours']]}")
+    print(f"  stock nbgrader autograde:                   {stock_s:6.2f} s   {[round(t, 2) for t in one['stock']]}")
     print(f"  ratio ours / stock: {ours_s / stock_s:.2f}")
+    print(f"class of {args.class_size} submissions, seconds per submission:")
+    print(f"  this grader: {per['ours']:6.2f} s   stock: {per['stock']:6.2f} s   "
+          f"ratio ours / stock: {per['ours'] / per['stock']:.2f}")
 
 
 if __name__ == "__main__":
