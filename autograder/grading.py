@@ -28,7 +28,8 @@ class CellReport:
     points: float
     passed: int = 0
     total: int = 0
-    lines: list[str] = field(default_factory=list)
+    failures: dict[str, list[str]] = field(default_factory=dict)  # message -> labels of failed cases
+    notes: list[str] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -37,7 +38,9 @@ class CellReport:
     def text(self) -> str:
         head = (f"{self.grade_id}: {self.passed}/{self.total} hidden checks passed, "
                 f"{self.score:g} of {self.points:g} points")
-        return "\n".join([head, *self.lines]) + "\n"
+        lines = [f"✗ {'; '.join(labels)}: " + message.replace("\n", "\n    ")
+                 for message, labels in self.failures.items()]
+        return "\n".join([head, *lines, *self.notes]) + "\n"
 
 
 def case_seed(seed: int, grade_id: str, index: int) -> int:
@@ -113,8 +116,8 @@ def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tupl
             if message is None:
                 report.passed += 1
             else:
-                report.lines.append(f"✗ {case.label}: " + message.replace("\n", "\n    "))
+                report.failures.setdefault(message, []).append(case.label)
         for report in reports.values():
             if report.passed < report.total and proc.cell_errors:
-                report.lines.append("While running your notebook: " + "; ".join(proc.cell_errors[:3]))
+                report.notes.append("While running your notebook: " + "; ".join(proc.cell_errors[:3]))
     return reports

@@ -12,6 +12,7 @@ formgrader, ``generate_feedback``, ``export``) works unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class SandboxGrade(NbGraderPreprocessor):
         tests = importlib.import_module(reference.metadata["autograder"]["tests"])
         limits = Limits(cell_timeout=self.cell_timeout, call_timeout=self.call_timeout,
                         memory_mb=self.memory_mb)
+        student_limits = dataclasses.replace(limits, hidden=self._private_paths(coursedir))
 
         key = (str(reference_path.resolve()), reference_path.stat().st_mtime_ns, self.device, self.seed)
         if key not in _REFERENCE_CACHE:
@@ -56,7 +58,7 @@ class SandboxGrade(NbGraderPreprocessor):
             raise ValueError(f"{tests.__name__} has no hidden cases for test cells {missing}")
         points = {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"]) for c in test_cells}
         reports = grade(nb, tests, _REFERENCE_CACHE[key], points, device=self.device,
-                        seed=self.seed, limits=limits)
+                        seed=self.seed, limits=student_limits)
 
         for cell in test_cells:
             report = reports[cell.metadata.nbgrader["grade_id"]]
@@ -67,3 +69,13 @@ class SandboxGrade(NbGraderPreprocessor):
             ]
             self.log.info("%s: %s", report.grade_id, report.text().splitlines()[0])
         return nb, resources
+
+    def _private_paths(self, coursedir: CourseDirectory) -> tuple[str, ...]:
+        """What student code must not read or write: references, submissions, grades, history."""
+        root = Path(coursedir.root)
+        paths = [root / getattr(coursedir, f"{step}_directory")
+                 for step in ("source", "submitted", "autograded", "feedback")]
+        paths += [root / ".git", root / ".exchange", Path(self.config.Exchange.get("root", "/srv/nbgrader/exchange"))]
+        if coursedir.db_url.startswith("sqlite:///"):
+            paths.append(Path(coursedir.db_url.removeprefix("sqlite:///")))
+        return tuple(str(p.resolve()) for p in paths)

@@ -15,10 +15,13 @@ the notebook re-run without the cell that hung, so one bad cell costs only what 
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -36,6 +39,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from .kernel import MAX_FILE_BYTES
 
 KERNEL_NAME = "autograder-sandbox"
+log = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Variables the kernel keeps from the grader's environment; everything else (tokens, keys) is dropped.
 _KEPT_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES",
@@ -44,14 +48,39 @@ _KEPT_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "CUDA_VISIBL
 
 @dataclass(frozen=True)
 class Limits:
-    """What one notebook process may use. ``memory_mb`` is skipped on CUDA, where the driver
-    reserves far more address space than it uses."""
+    """What one notebook process may use and see. ``memory_mb`` is skipped on CUDA, where the
+    driver reserves far more address space than it uses. ``hidden`` paths (reference notebooks,
+    submissions, gradebook) are covered inside the kernel when namespaces are available."""
 
     cell_timeout: float = 60.0
     call_timeout: float = 30.0
     memory_mb: int = 4096
     cpu_seconds: int = 900
     max_restarts: int = 8
+    hidden: tuple[str, ...] = ()
+
+
+# New user, mount, network and PID namespaces: the kernel sees its own /proc (not the grader's
+# processes), has no network, and may cover files without privileges. ZMQ's ipc transport uses
+# socket files, which cross network namespaces.
+_UNSHARE = ["unshare", "--user", "--map-root-user", "--mount", "--net", "--pid", "--fork",
+            "--mount-proc", "--kill-child", "--"]
+
+
+@functools.cache
+def isolation_available(device_type: str = "cpu") -> bool:
+    """Whether kernels can run in fresh namespaces here (and still reach the GPU on CUDA)."""
+    probe = "import torch; torch.zeros(1, device='cuda')" if device_type == "cuda" else "pass"
+    with tempfile.TemporaryDirectory() as folder:
+        hide = f"from autograder.kernel import hide; hide([{folder!r}]); {probe}"
+        try:
+            result = subprocess.run([*_UNSHARE, sys.executable, "-c", hide], capture_output=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    if result.returncode != 0:
+        log.warning("student kernels run WITHOUT namespace isolation (unshare failed: %s): student "
+                    "code can read any file this user can", result.stderr.decode(errors="replace").strip())
+    return result.returncode == 0
 
 
 @dataclass(frozen=True)
@@ -108,11 +137,14 @@ class NotebookProcess:
         env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
         work = self._tmp / "work"
         work.mkdir(exist_ok=True)
+        isolated = bool(self.limits.hidden) and isolation_available(self.device.split(":")[0])
         env.update(HOME=str(work), MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
+                   AUTOGRADER_HIDE=os.pathsep.join(self.limits.hidden) if isolated else "",
                    AUTOGRADER_MEMORY_MB="0" if self.device.startswith("cuda") else str(self.limits.memory_mb),
                    AUTOGRADER_CPU_SECONDS=str(self.limits.cpu_seconds))
         (kernels / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "autograder.kernel", "-f", "{connection_file}"],
+            "argv": [*(_UNSHARE if isolated else []), sys.executable, "-m", "autograder.kernel",
+                     "-f", "{connection_file}"],
             "display_name": "autograder sandbox", "language": "python", "env": env,
         }))
         specs = KernelSpecManager(kernel_dirs=[str(kernels.parent)], ensure_native_kernel=False)
@@ -122,7 +154,7 @@ class NotebookProcess:
             self.nb, km=km, kernel_name=KERNEL_NAME, timeout=int(self.limits.cell_timeout),
             allow_errors=True, interrupt_on_timeout=False, iopub_timeout=10, shutdown_kernel="immediate",
             resources={"metadata": {"path": str(work)}})
-        self._context = self._client.setup_kernel(cwd=str(work))
+        self._context = self._client.setup_kernel(cwd=str(work), cleanup_kc=True)  # we own km: shut it down
         self._context.__enter__()
 
     def _stop(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder.sandbox import isolation_available
 from conftest import ASSIGNMENT, NOTEBOOK, make_submission, run_cli
 
 FULL = 10.0  # Chapter 1's points
@@ -71,6 +72,18 @@ def cosine_similarity_matrix(E, eps=1e-8):
     while True:
         pass
 '''
+SNOOPER = '''
+import json
+COURSE = {course!r}
+open(COURSE + "/gradebook.db", "wb").write(b"")  # tamper with the grades
+
+def one_hot(ids, num_classes):
+    reference = json.load(open(COURSE + "/solutions/01-tokens/tokens.ipynb"))  # steal the answer
+    namespace = {{"torch": torch}}
+    exec(next("".join(c["source"]) for c in reference["cells"] if "def one_hot(" in "".join(c["source"])),
+         namespace)
+    return namespace["one_hot"](ids, num_classes)
+'''
 RENAMED = '''
 def embedding(ids, W):
     return one_hot(ids, W.shape[0]).to(W.dtype) @ W
@@ -90,6 +103,7 @@ def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
         "crash": make_submission(course, replace={"one_hot": CRASH}),
         "loop": make_submission(course, replace={"cosine_similarity_matrix": LOOP}),
         "renamed": make_submission(course, replace={"embed": RENAMED}),
+        "snooper": make_submission(course, replace={"one_hot": SNOOPER.format(course=str(course))}),
     }
     submissions["noisy"].cells.append(nbformat.v4.new_code_cell(NOISY))
     _move_before_tests(submissions["noisy"])
@@ -181,6 +195,13 @@ def test_missing_function_is_named_in_the_feedback(graded):
     row = graded["renamed"]
     assert row["score"] == FULL - 1
     assert "'embed' is not defined" in row["report"]["test_embed"]
+
+
+def test_student_code_cannot_read_the_reference_or_touch_the_gradebook(graded):
+    assert isolation_available(), "this machine cannot run kernels in namespaces (unshare)"
+    row = graded["snooper"]
+    assert row["score"] == FULL - 1 - 1  # one_hot and embed (which calls it) earn nothing
+    assert "FileNotFoundError" in row["report"]["test_one_hot"], row["report"]["test_one_hot"]
 
 
 def test_feedback_and_grades_csv(graded, course):
