@@ -30,7 +30,9 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins.export import CsvExportPlugin
 from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
-from traitlets.config import Config, PyFileConfigLoader
+from traitlets.config import PyFileConfigLoader
+
+from .sandbox import isolation_available
 
 
 def _api(course: Path, **overrides) -> NbGraderAPI:
@@ -115,6 +117,9 @@ def autograde(api: NbGraderAPI, args) -> None:
         students = [s for s in students if s in args.student]
     if not students:
         sys.exit(f"no submissions for {args.assignment} under {root}")
+    if not isolation_available(args.device.split(":")[0]):
+        print("WARNING: unshare cannot create namespaces here, so student code runs with resource limits "
+              "only and can read files this user can read (see README, 'Isolation').", file=sys.stderr)
     rows = []
     for student in tqdm(students, desc=f"autograde {args.assignment} on {args.device}", unit="submission"):
         reason = _unreadable(root / student / args.assignment)
