@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -110,9 +111,23 @@ def _score(api: NbGraderAPI, assignment: str, student: str) -> tuple[float, floa
         return submission.score, submission.max_score
 
 
+def _students(api: NbGraderAPI, step_directory: str, assignment: str) -> tuple[Path, list[str]]:
+    """The folder of an nbgrader step and the students who have ``assignment`` in it."""
+    root = (Path(api.coursedir.root) / step_directory).resolve()
+    students = sorted(p.name for p in root.iterdir() if (p / assignment).is_dir()) if root.is_dir() else []
+    return root, students
+
+
+def _failure(result: dict) -> str:
+    """The exception line of a failed nbgrader run (not nbgrader's generic closing message)."""
+    lines = (result.get("error") or result.get("log") or "unknown error").strip().splitlines()
+    raised = [ln.strip() for ln in lines
+              if re.match(r"\s*[\w.]+(Error|Exception)\b", ln) and "NbGraderException" not in ln]
+    return (raised or lines)[-1]
+
+
 def autograde(api: NbGraderAPI, args) -> None:
-    root = Path(api.coursedir.format_path(api.coursedir.submitted_directory, ".", ".")).resolve()
-    students = sorted(p.name for p in root.iterdir() if (p / args.assignment).is_dir()) if root.is_dir() else []
+    root, students = _students(api, api.coursedir.submitted_directory, args.assignment)
     if args.student:
         students = [s for s in students if s in args.student]
     if not students:
@@ -126,8 +141,7 @@ def autograde(api: NbGraderAPI, args) -> None:
         if reason is None:
             result = api.autograde(args.assignment, student)
             if not result["success"]:
-                reason = "the autograder could not run this submission: " + (
-                    (result.get("error") or result.get("log") or "").strip().splitlines() or ["unknown error"])[-1]
+                reason = f"the autograder could not run this submission: {_failure(result)}"
         if reason:
             _zero(api, args.assignment, student)
         score, max_score = _score(api, args.assignment, student)
@@ -142,8 +156,7 @@ def autograde(api: NbGraderAPI, args) -> None:
 
 
 def feedback(api: NbGraderAPI, args) -> None:
-    root = Path(api.coursedir.format_path(api.coursedir.autograded_directory, ".", ".")).resolve()
-    students = sorted(p.name for p in root.iterdir() if (p / args.assignment).is_dir()) if root.is_dir() else []
+    _, students = _students(api, api.coursedir.autograded_directory, args.assignment)
     for student in tqdm(students, desc=f"feedback {args.assignment}", unit="submission"):
         _check(api.generate_feedback(args.assignment, student), f"feedback for {student}")
     print(f"HTML feedback in {api.coursedir.format_path(api.coursedir.feedback_directory, '*', args.assignment)}")
