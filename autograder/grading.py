@@ -69,6 +69,12 @@ def is_test_cell(cell: nbformat.NotebookNode) -> bool:
     return cell.cell_type == "code" and meta.get("grade", False) and not meta.get("solution", False)
 
 
+def cell_points(nb: nbformat.NotebookNode) -> dict[str, float]:
+    """grade_id → points of each nbgrader test cell of ``nb``."""
+    return {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"])
+            for c in nb.cells if is_test_cell(c)}
+
+
 class ReferenceFailed(RuntimeError):
     """The reference notebook failed a case: a course bug, never the student's fault."""
 

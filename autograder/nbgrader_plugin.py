@@ -21,7 +21,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Float, Int, Unicode
 
-from .grading import grade, is_test_cell, reference_results
+from .grading import grade, is_test_cell, reference_results, cell_points
 from .sandbox import Limits
 
 _REFERENCE_CACHE: dict[tuple, dict] = {}
@@ -56,8 +56,7 @@ class SandboxGrade(NbGraderPreprocessor):
                    if c.metadata.nbgrader["grade_id"] not in tests.CASES]
         if missing:
             raise ValueError(f"{tests.__name__} has no hidden cases for test cells {missing}")
-        points = {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"]) for c in test_cells}
-        reports = grade(nb, tests, _REFERENCE_CACHE[key], points, device=self.device,
+        reports = grade(nb, tests, _REFERENCE_CACHE[key], cell_points(nb), device=self.device,
                         seed=self.seed, limits=student_limits)
 
         for cell in test_cells:

@@ -75,12 +75,13 @@ def isolation_available(device_type: str = "cpu") -> bool:
         hide = f"from autograder.kernel import hide; hide([{folder!r}]); {probe}"
         try:
             result = subprocess.run([*_UNSHARE, sys.executable, "-c", hide], capture_output=True, timeout=120)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-    if result.returncode != 0:
+            problem = result.stderr.decode(errors="replace").strip() if result.returncode else None
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = str(exc)
+    if problem is not None:
         log.warning("student kernels run WITHOUT namespace isolation (unshare failed: %s): student "
-                    "code can read any file this user can", result.stderr.decode(errors="replace").strip())
-    return result.returncode == 0
+                    "code can read any file this user can", problem)
+    return problem is None
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ class NotebookProcess:
             return CallResult(error=f"raised {_error_text(errors[0])}")
         try:
             if path_out.stat().st_size > MAX_FILE_BYTES:
-                return CallResult(error="returned more than 256 MB of data")
+                return CallResult(error=f"returned more than {MAX_FILE_BYTES // 2**20} MB of data")
             return CallResult(value=torch.load(path_out, weights_only=True))
         except FileNotFoundError:
             return CallResult(error="returned nothing the grader could read")

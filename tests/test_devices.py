@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import torch
 
-from autograder.grading import grade, to_device, is_test_cell, reference_results
+from autograder.grading import grade, reference_results, cell_points, to_device
 from autograder.sandbox import Limits
 from conftest import ASSIGNMENT, NOTEBOOK, make_submission
 from test_grading import OFF_BY_ONE
@@ -21,11 +21,11 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="module")
-def verdicts(course) -> dict[str, tuple[dict, dict]]:
+def verdicts(course) -> tuple[dict[str, tuple[dict, dict]], object]:
+    """device → (reference results, per-cell scores of an off-by-one submission), and the tests."""
     reference = nbformat.read(course / "solutions" / ASSIGNMENT / NOTEBOOK, as_version=4)
     tests = importlib.import_module(reference.metadata["autograder"]["tests"])
-    points = {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"])
-              for c in reference.cells if is_test_cell(c)}
+    points = cell_points(reference)
     out = {}
     for device in DEVICES:
         expected = reference_results(reference, tests, device=device, seed=1, limits=Limits())
