@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from autograder.sandbox import isolation_available
-from conftest import ASSIGNMENT, NOTEBOOK, make_submission, run_cli
+from conftest import ASSIGNMENT, NOTEBOOK, make_submission, reports, run_cli
 
 FULL = 10.0  # Chapter 1's points
 OFF_BY_ONE = '''
@@ -120,7 +120,7 @@ def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
     for student, row in summary.items():
         row["score"] = float(row["score"])
         path = course / "autograded" / student / ASSIGNMENT / NOTEBOOK
-        row["report"] = _reports(path) if path.exists() else {}
+        row["report"] = reports(path) if path.exists() else {}
     return summary
 
 
@@ -129,14 +129,6 @@ def _move_before_tests(nb: nbformat.NotebookNode) -> None:
     cell = nb.cells.pop()
     index = next(i for i, c in enumerate(nb.cells) if "def one_hot(" in c.source)
     nb.cells.insert(index + 1, cell)
-
-
-def _reports(path: Path) -> dict[str, str]:
-    """grade_id → the grader's report written into that test cell."""
-    nb = nbformat.read(path, as_version=4)
-    return {c.metadata.nbgrader["grade_id"]: "".join(o.get("text", "") for o in c.outputs)
-            for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata.nbgrader.get("solution")}
 
 
 def test_reference_solution_scores_full_marks(graded):

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import nbformat
+import pytest
 
-from conftest import ASSIGNMENT, NOTEBOOK, ROOT
+from conftest import ROOT, assignments, notebook_of
 
 
-def test_exercises_are_what_generation_produces(course):
-    committed = json.loads((ROOT / "exercises" / ASSIGNMENT / NOTEBOOK).read_text())
-    generated = json.loads((course / "exercises" / ASSIGNMENT / NOTEBOOK).read_text())
+@pytest.mark.parametrize("assignment", assignments())
+def test_exercises_are_what_generation_produces(course, assignment):
+    name = notebook_of(assignment)
+    committed = json.loads((ROOT / "exercises" / assignment / name).read_text())
+    generated = json.loads((course / "exercises" / assignment / name).read_text())
     assert committed == generated, (
-        "exercises/ drifted from solutions/: run `python -m autograder generate 01-tokens` and commit")
+        f"exercises/ drifted from solutions/: run `python -m autograder generate {assignment}` and commit")
 
 
-def test_exercises_hold_no_solutions_and_no_outputs():
-    nb = nbformat.read(ROOT / "exercises" / ASSIGNMENT / NOTEBOOK, as_version=4)
+@pytest.mark.parametrize("assignment", assignments())
+def test_exercises_hold_no_solutions_and_no_outputs(assignment):
+    nb = nbformat.read(ROOT / "exercises" / assignment / notebook_of(assignment), as_version=4)
     solution_cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
     assert solution_cells
     for cell in solution_cells:
@@ -30,3 +35,12 @@ def test_reference_notebooks_are_committed_without_outputs():
     for path in (ROOT / "solutions").rglob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
         assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code"), path
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_every_test_cell_has_hidden_cases(assignment):
+    nb = nbformat.read(ROOT / "solutions" / assignment / notebook_of(assignment), as_version=4)
+    tests = importlib.import_module(nb.metadata["autograder"]["tests"])
+    ids = {c.metadata.nbgrader["grade_id"] for c in nb.cells
+           if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata.nbgrader.get("solution")}
+    assert ids and ids == set(tests.CASES), (ids, set(tests.CASES))
