@@ -1,7 +1,9 @@
 """The grader gives the same verdicts on every device this machine has (CPU always, CUDA if present).
 
 On a CPU-only machine this runs the engine on ``cpu`` only; on a GPU machine it also grades on
-``cuda`` and requires the same per-cell scores and reference results within tolerance.
+``cuda`` and requires the same per-cell scores and reference results within tolerance, for every
+chapter: the reference graded as a submission scores full marks on each device, and Chapter 1's
+off-by-one submission scores the same everywhere.
 """
 
 from __future__ import annotations
@@ -12,19 +14,21 @@ import nbformat
 import pytest
 import torch
 
-from autograder.grading import grade, reference_results, cell_points, to_device
+from autograder.grading import _inputs, cell_points, grade, reference_results, to_device
 from autograder.sandbox import Limits
-from conftest import ASSIGNMENT, NOTEBOOK, make_submission
+from conftest import ASSIGNMENT, DEVICES, assignments, make_submission, notebook_of
 from test_grading import OFF_BY_ONE
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+def _reference(course, assignment):
+    nb = nbformat.read(course / "solutions" / assignment / notebook_of(assignment), as_version=4)
+    return nb, importlib.import_module(nb.metadata["autograder"]["tests"])
 
 
 @pytest.fixture(scope="module")
 def verdicts(course) -> tuple[dict[str, tuple[dict, dict]], object]:
     """device → (reference results, per-cell scores of an off-by-one submission), and the tests."""
-    reference = nbformat.read(course / "solutions" / ASSIGNMENT / NOTEBOOK, as_version=4)
-    tests = importlib.import_module(reference.metadata["autograder"]["tests"])
+    reference, tests = _reference(course, ASSIGNMENT)
     points = cell_points(reference)
     out = {}
     for device in DEVICES:
@@ -43,11 +47,20 @@ def test_scores_agree_across_devices(verdicts):
         assert results[device][1] == cpu_scores, device
 
 
-def test_reference_results_agree_across_devices_within_tolerance(verdicts):
-    results, tests = verdicts
+@pytest.mark.parametrize("assignment", assignments())
+def test_reference_scores_full_marks_on_every_device_and_results_agree(course, assignment):
+    reference, tests = _reference(course, assignment)
+    points = cell_points(reference)
+    results = {}
     for device in DEVICES:
-        for (gid, i), value in results[device][0].items():
-            on_cpu = results["cpu"][0][gid, i]
-            assert tests.CASES[gid][i].judge(value, to_device(on_cpu, device), ()) is None, (device, gid, i)
+        results[device] = reference_results(reference, tests, device=device, seed=1, limits=Limits())
+        reports = grade(make_submission(course, assignment=assignment), tests, results[device], points,
+                        device=device, seed=1, limits=Limits())
+        assert {gid: r.score for gid, r in reports.items()} == points, (device, [r.text() for r in reports.values()])
+    inputs = _inputs(tests.CASES, 1)
+    for device in DEVICES:
+        for (gid, i), value in results[device].items():
+            on_cpu, args = to_device(results["cpu"][gid, i], device), to_device(inputs[gid, i], device)
+            assert tests.CASES[gid][i].judge(value, on_cpu, args) is None, (device, gid, i)
             if isinstance(value, torch.Tensor):
                 assert value.device.type == device, (gid, i)
