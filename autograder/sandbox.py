@@ -48,8 +48,9 @@ _KEPT_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "CUDA_VISIBL
 
 @dataclass(frozen=True)
 class Limits:
-    """What one notebook process may use and see. ``memory_mb`` is skipped on CUDA, where the
-    driver reserves far more address space than it uses. ``hidden`` paths (reference notebooks,
+    """What one notebook process may use and see. ``memory_mb`` (an address-space limit) is
+    skipped with a CUDA build of torch, on any device: importing it maps gigabytes of address
+    space that are never used, so the limit would kill even the reference on a GPU machine. ``hidden`` paths (reference notebooks,
     submissions, gradebook) are covered inside the kernel when namespaces are available."""
 
     cell_timeout: float = 60.0
@@ -141,7 +142,7 @@ class NotebookProcess:
         isolated = bool(self.limits.hidden) and isolation_available(self.device.split(":")[0])
         env.update(HOME=str(work), MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
                    AUTOGRADER_HIDE=os.pathsep.join(self.limits.hidden) if isolated else "",
-                   AUTOGRADER_MEMORY_MB="0" if self.device.startswith("cuda") else str(self.limits.memory_mb),
+                   AUTOGRADER_MEMORY_MB="0" if torch.version.cuda else str(self.limits.memory_mb),
                    AUTOGRADER_CPU_SECONDS=str(self.limits.cpu_seconds))
         (kernels / "kernel.json").write_text(json.dumps({
             "argv": [*(_UNSHARE if isolated else []), sys.executable, "-m", "autograder.kernel",
