@@ -50,8 +50,9 @@ _KEPT_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "CUDA_VISIBL
 class Limits:
     """What one notebook process may use and see. ``memory_mb`` (an address-space limit) is
     skipped with a CUDA build of torch, on any device: importing it maps gigabytes of address
-    space that are never used, so the limit would kill even the reference on a GPU machine. ``hidden`` paths (reference notebooks,
-    submissions, gradebook) are covered inside the kernel when namespaces are available."""
+    space it never uses, so the limit would kill even the reference on a GPU machine.
+    ``hidden`` paths (reference notebooks, submissions, gradebook) are covered inside the
+    kernel when namespaces are available."""
 
     cell_timeout: float = 60.0
     call_timeout: float = 30.0
