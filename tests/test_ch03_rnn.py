@@ -139,6 +139,35 @@ def test_the_public_check_names_the_mistake(reference, student):
     assert words in str(failure.value), str(failure.value)
 
 
+MORE_MISTAKES = [  # (function, code, words of the hint its public check must give)
+    ("rnn_forward", THROUGH_PADDING.replace(
+        "h = rnn_cell(x[:, t], h, W_xh, W_hh, b)  # mistake: runs on through the padding",
+        "h = torch.where((t < lengths)[:, None], rnn_cell(x[:, t], h, W_xh, W_hh, b), h)"),
+     "must be zeros"),
+    ("lstm_cell", LSTM_IFOG.replace("i, f, o, g =", "i, f, g, o =").replace(
+        "return torch.sigmoid(o) * torch.tanh(c_t), c_t", "return c_t, torch.sigmoid(o) * torch.tanh(c_t)"),
+     "return (h_t, c_t) in that order"),
+    ("gru_cell", GRU_Z_SWAPPED.replace("return z * n + (1 - z) * h_prev", "return (1 - z) * n + z * h_prev")
+     .replace("n = torch.tanh(x_n + r * h_n)",
+              "H = h_prev.shape[1]; n = torch.tanh(x_n + r * (h_prev @ W_hh[2 * H:].T) + b_hh[2 * H:])"),
+     "with its bias"),
+    ("sequence_loss", LOSS_OVER_PADDING.replace(
+        "F.cross_entropy(logits.flatten(0, 1), targets.flatten())",
+        "F.cross_entropy(logits[torch.arange(logits.shape[1]) < lengths[:, None]], "
+        "targets[torch.arange(logits.shape[1]) < lengths[:, None]], reduction='sum')"),
+     "sum over the real positions"),
+]
+
+
+@pytest.mark.parametrize("name, code, words", MORE_MISTAKES)
+def test_other_mistakes_get_their_own_hint(reference, name, code, words):
+    namespace = dict(reference)
+    exec(code, namespace)
+    with pytest.raises(CheckFailed) as failure:
+        getattr(checks, f"check_{name}")(namespace[name])
+    assert words in str(failure.value), str(failure.value)
+
+
 def test_frequency_check_tells_temperatures_apart():
     logits = torch.tensor([[0.0, 1.0, 2.0]])
     for t, wrong in ((0.5, 1.0), (0.5, 2.0), (2.0, 0.5)):
