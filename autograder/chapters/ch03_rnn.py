@@ -496,6 +496,12 @@ def _forward_args(g, B, T, D, H, dtype=torch.float32, h0=False):
     return (x, _lengths(g, B, T), *weights, *([_randn(g, B, H, dtype=dtype).tanh()] if h0 else []))
 
 
+def _all_padded_args(g):
+    B, T = _int(g, 2, 5), _int(g, 4, 8)
+    x, _, *weights = _forward_args(g, B, T, 3, 4)
+    return (x, torch.randint(1, T, (B,), generator=g), *weights)
+
+
 def _lstm_args(g, B, D, H, dtype=torch.float32):
     return (_randn(g, B, D, dtype=dtype), _randn(g, B, H, dtype=dtype).tanh(), _randn(g, B, H, dtype=dtype),
             _randn(g, 4 * H, D, dtype=dtype, scale=0.8), _randn(g, 4 * H, H, dtype=dtype, scale=0.8),
@@ -555,6 +561,8 @@ CASES: dict[str, list[Case]] = {
              "T = 1 (every length 1)", RNN_FORWARD_HINTS),
         Case("rnn_forward", lambda g: _forward_args(g, 1, _int(g, 2, 6), 2, 3),
              "a single sequence without padding", RNN_FORWARD_HINTS),
+        Case("rnn_forward", _all_padded_args, "every sequence shorter than T (padding in every row)",
+             RNN_FORWARD_HINTS),
         Case("lambda x, lengths, W_xh, W_hh, b: rnn_forward(x, lengths.cpu(), W_xh, W_hh, b)",
              lambda g: _forward_args(g, 6, 10, 3, 5),
              "lengths given on the CPU while x may be on the GPU", RNN_FORWARD_HINTS),
