@@ -53,3 +53,9 @@ def test_tensors_pad_words_with_zero_and_tags_with_ignore():
         assert [vocab[i] for i in ids[b, :n]] == ws
         assert [tagging.TAGS[i] for i in tags[b, :n]] == ts
         assert torch.all(ids[b, n:] == 0) and torch.all(tags[b, n:] == tagging.IGNORE)
+
+
+def test_docstring_example_is_what_the_module_returns():
+    import doctest
+
+    assert doctest.testmod(tagging).failed == 0
