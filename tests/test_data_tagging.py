@@ -58,4 +58,5 @@ def test_tensors_pad_words_with_zero_and_tags_with_ignore():
 def test_docstring_example_is_what_the_module_returns():
     import doctest
 
-    assert doctest.testmod(tagging).failed == 0
+    result = doctest.testmod(tagging)
+    assert result.attempted >= 2 and result.failed == 0
