@@ -214,7 +214,24 @@ MEAN_EMPTY = Hint(
     "nan appears for a sequence whose mask is all False (0 / 0): divide by the count "
     "clamped from below, count.clamp_min(1), so it gives zeros.",
     _nan_for_empty)
-MEAN_HINTS = (MEAN_PADDING, MEAN_DIVIDE_BY_T, MEAN_EMPTY, DEVICE)
+
+
+def _prefix_mean(got: Any, exp: Any, args: tuple) -> bool:
+    """The mean of the first mask.sum() positions, as if every mask were a prefix."""
+    x, m = _tensor(args[0]).double(), _tensor(args[1])
+    counts = m.sum(dim=1).tolist()
+    if torch.equal(m, torch.arange(m.shape[1]) < m.sum(dim=1, keepdim=True)):
+        return False  # the mask is a prefix: nothing to tell apart
+    target = torch.stack([x[b, :n].mean(dim=0) if n else torch.zeros(x.shape[2], dtype=x.dtype)
+                          for b, n in enumerate(counts)])
+    return _close(got, target)
+
+
+MEAN_PREFIX = Hint(
+    "you averaged the first mask.sum() positions, but the mask can have holes: use the mask "
+    "itself to choose the positions, not only the count of True values.",
+    _prefix_mean)
+MEAN_HINTS = (MEAN_PADDING, MEAN_DIVIDE_BY_T, MEAN_EMPTY, MEAN_PREFIX, DEVICE)
 
 
 # ----------------------------------------------------------------------------------------
