@@ -142,6 +142,21 @@ def test_public_check_explains_each_typical_mistake(reference, student):
      "    return softmax(s) @ v",
      checks.check_scaled_dot_product_attention, "square root"),
     ("def softmax(x, dim=-1):\n"
+     "    return torch.softmax(x, 0)",
+     checks.check_softmax, "another dimension"),
+    ("def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):\n"
+     "    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
+     "    if attn_mask is not None:\n"
+     "        s = s.masked_fill(~attn_mask, 0.0)\n"
+     "    return softmax(s, dim=-2) @ v",
+     checks.check_scaled_dot_product_attention, "normalised over the queries"),
+    ("def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):\n"
+     "    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
+     "    if attn_mask is not None:\n"
+     "        s = s.masked_fill(~attn_mask, 0.0)\n"
+     "    return softmax(s) @ v",
+     checks.check_scaled_dot_product_attention, "exp(0) > 0"),
+    ("def softmax(x, dim=-1):\n"
      "    e = torch.exp(x - x.amax(dim=dim, keepdim=True))\n"
      "    return e / e.sum(dim=dim, keepdim=True)",
      checks.check_softmax, "all -inf"),

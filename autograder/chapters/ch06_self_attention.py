@@ -78,12 +78,18 @@ SOFTMAX_ALL_MASKED = Hint(
     "and the sum of its exponentials is 0. This course defines that slice's softmax as all "
     "zeros: replace a -inf maximum by 0 before subtracting, and divide by 1 where the sum is 0.",
     lambda got, exp, args: _all_masked_nan(got, exp, args, _softmax_dim(args)))
+def _other_dim(got: Any, exp: torch.Tensor, args: tuple) -> bool:
+    """``got`` is a softmax along another dimension than ``dim`` (NaN slices read as zeros)."""
+    t, n = _tensor(got), args[0].dim()
+    return t is not None and t.dtype.is_floating_point and any(
+        _close(t.nan_to_num(0.0), _torch_softmax(args[0], d))
+        for d in range(n) if d != _softmax_dim(args) % n)
+
+
 SOFTMAX_DIM = Hint(
     "the values are a softmax along another dimension: normalise along `dim` (keepdim=True in "
     "the max and the sum, so they broadcast back along that same dimension).",
-    lambda got, exp, args: any(
-        _close(got, _torch_softmax(args[0], d)) for d in range(args[0].dim())
-        if d % args[0].dim() != _softmax_dim(args) % args[0].dim()))
+    _other_dim)
 SOFTMAX_HINTS = (SOFTMAX_OVERFLOW, SOFTMAX_ALL_MASKED, SOFTMAX_DIM)
 
 
@@ -370,18 +376,18 @@ def check_scaled_dot_product_attention(attention: Callable) -> None:
     dead = torch.ones(3, 5, dtype=torch.bool)
     dead[1] = False  # query 1 may attend to nothing
     examples = [
-        ("(2, 5, 8) q, k and (2, 5, 3) v, no mask", (randn(2, 5, 8), randn(2, 5, 8), randn(2, 5, 3)), {}),
-        ("a (5, 5) boolean mask shared by the batch", (randn(2, 5, 8), randn(2, 5, 8), randn(2, 5, 3), some), {}),
+        ("(2, 5, 8) q, k and (2, 5, 3) v, no mask", (randn(2, 5, 8), randn(2, 5, 8), randn(2, 5, 3))),
+        ("a (5, 5) boolean mask shared by the batch", (randn(2, 5, 8), randn(2, 5, 8), randn(2, 5, 3), some)),
         ("a (2, 1, 5) padding mask (sequence 1 has 2 padded keys)",
-         (randn(2, 5, 8), randn(2, 5, 8), randn(2, 5, 3), pad), {}),
+         (randn(2, 5, 8), randn(2, 5, 8), randn(2, 5, 3), pad)),
         ("is_causal=True, 4-D (2, 3, 5, 4) inputs", (randn(2, 3, 5, 4), randn(2, 3, 5, 4),
-                                                     randn(2, 3, 5, 4), None, True), {}),
-        ("is_causal=True with T_q=3, T_k=6", (randn(3, 4), randn(6, 4), randn(6, 2), None, True), {}),
-        ("a (3, 5) mask whose row 1 is all False", (randn(3, 4), randn(5, 4), randn(5, 2), dead), {}),
+                                                     randn(2, 3, 5, 4), None, True)),
+        ("is_causal=True with T_q=3, T_k=6", (randn(3, 4), randn(6, 4), randn(6, 2), None, True)),
+        ("a (3, 5) mask whose row 1 is all False", (randn(3, 4), randn(5, 4), randn(5, 2), dead)),
         ("scores of size ~1e3 (float32)", (randn(4, 16).float() * 30, randn(6, 16).float() * 30,
-                                           randn(6, 3).float()), {}),
+                                           randn(6, 3).float())),
     ]
-    for label, args, _ in examples:
+    for label, args in examples:
         shown = f"scaled_dot_product_attention(<{label}>)"
         q, k, v, mask, causal = _attention_args(args)
         expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
