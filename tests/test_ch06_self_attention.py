@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 
+import nbformat
 import pytest
 import torch
+from nbclient import NotebookClient
 
 from autograder.chapters import ch06_self_attention as checks
 from autograder.spec import CheckFailed
-from conftest import grade_class, make_submission, reference_namespace
+from conftest import ROOT, grade_class, make_submission, reference_namespace
 
 ASSIGNMENT = "06-self-attention"
 FULL = 10.0
@@ -177,3 +179,16 @@ def test_softmax_hints_fire_on_hidden_cases(reference):
     message = checks.CASES["test_softmax"][3].judge(naive, expected, args)
     assert message is not None and "Subtract the maximum" in message
     assert not math.isnan(float(expected.sum()))
+
+
+def test_untouched_notebook_checks_say_what_to_do():
+    """Run the student version as a student would: every check cell fails with a sentence."""
+    nb = nbformat.read(ROOT / "exercises" / ASSIGNMENT / "self_attention.ipynb", as_version=4)
+    NotebookClient(nb, timeout=120, allow_errors=True,
+                   resources={"metadata": {"path": str(ROOT / "exercises" / ASSIGNMENT)}}).execute()
+    test_cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert len(test_cells) == len(checks.CASES)
+    for cell in test_cells:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert errors and errors[0].ename == "CheckFailed", cell.source
+        assert "replace `raise NotImplementedError()` with your code" in errors[0].evalue
