@@ -390,8 +390,9 @@ def _keeps_norms(got: Any, x: torch.Tensor, split: str) -> bool:
 
 
 ROPE_HALF_SPLIT = Hint(
-    "you rotated the pairs (i, i + d/2), the GPT-NeoX/Llama layout; this exercise pairs adjacent "
-    "features (2i, 2i+1) as in RoFormer: x[..., 0::2] with x[..., 1::2], results interleaved back.",
+    "you rotated the pairs (i, i + d/2), the half-split layout of GPT-NeoX and Hugging Face's "
+    "Llama; this exercise pairs adjacent features (2i, 2i+1) as in RoFormer: x[..., 0::2] "
+    "with x[..., 1::2], results interleaved back.",
     lambda got, exp, args: (args[0].shape[-1] > 2 and _keeps_norms(got, _rope_inputs(args), "half")
                             and not _keeps_norms(got, _rope_inputs(args), "adjacent")))
 ROPE_DIRECTION = Hint(
