@@ -33,7 +33,8 @@ BASE = 10000.0
 # ----------------------------------------------------------------------------------------
 
 def outcome(thunk: Callable[[], Any]) -> Any:
-    """``thunk()``'s value, or the name of the exception it raised (the grader compares both).
+    """``thunk()``'s value, or ``"raised <Error>: <message>"`` when it raises (the grader can
+    compare a string; a raised exception would end the case without a hint).
 
     NotImplementedError is re-raised, so an unwritten exercise still reads "not written yet".
     """
@@ -42,7 +43,12 @@ def outcome(thunk: Callable[[], Any]) -> Any:
     except NotImplementedError:
         raise
     except Exception as error:
-        return type(error).__name__
+        return f"raised {type(error).__name__}: {error}"
+
+
+def _raised(x: Any, name: str = "") -> bool:
+    """Whether ``x`` is :func:`outcome`'s report of an exception (of type ``name``, if given)."""
+    return isinstance(x, str) and x.startswith(f"raised {name}")
 
 
 def _angle_check(max_position: Callable[[tuple], float], scale: Callable[[tuple], float]):
@@ -173,19 +179,33 @@ LEARNED_NO_CHECK = Hint(
     "a sequence longer than max_len must raise ValueError before the lookup, with a message "
     "naming max_len (nn.Embedding's own IndexError is cryptic, and on a GPU an out-of-range "
     "index crashes the whole kernel instead).",
-    lambda got, exp, args: isinstance(exp, str) and exp == "ValueError" and not (isinstance(got, str) and got == "ValueError"))
+    lambda got, exp, args: _raised(exp) and not _raised(got, "ValueError"))
 LEARNED_OFF_BY_ONE = Hint(
     "a sequence of exactly max_len tokens is allowed (positions 0 … max_len - 1 exist): raise "
     "only when T > max_len.",
-    lambda got, exp, args: isinstance(got, str) and got == "ValueError" and isinstance(exp, torch.Tensor))
+    lambda got, exp, args: _raised(got, "ValueError") and args[0].shape[-2] == args[1].shape[0])
 LEARNED_HINTS = (LEARNED_BATCH_AXIS, LEARNED_NOT_ADDED, LEARNED_NO_CHECK, LEARNED_OFF_BY_ONE)
 
+
+def _learned_check(got: Any, expected: Any, args: tuple) -> str | None:
+    """Tensors as usual; where the reference raised ValueError, any ValueError passes."""
+    if _raised(expected):
+        if _raised(got, "ValueError"):
+            return None
+        return f"expected a ValueError for T = {args[0].shape[-2]} > max_len = {args[1].shape[0]}, " + (
+            f"but your module {got}" if _raised(got) else "but your module returned a result")
+    if _raised(got):
+        return f"your module {got}"
+    return describe_difference(got, expected)
+
+
 # The grader's adapter: the reference's table W is loaded into the student's module by name.
-LEARNED_CALL = ("lambda x, W: checks.outcome(lambda: (lambda m: (m.load_state_dict({'pos.weight': W}),"
-                " m(x))[1])(LearnedPositionalEmbedding(*W.shape).to(W.device, W.dtype)))")
+LEARNED_CALL = ("lambda x, W: (lambda m: checks.outcome(lambda: m(x)))"
+                "(checks.loaded(LearnedPositionalEmbedding, W))")
 
 
-def _loaded(cls: Callable, W: torch.Tensor) -> nn.Module:
+def loaded(cls: Callable, W: torch.Tensor) -> nn.Module:
+    """``cls(max_len, d)`` on W's device and dtype, with ``W`` loaded as its ``pos.weight``."""
     module = cls(*W.shape).to(W.device, W.dtype)
     names = sorted(name for name, _ in module.named_parameters())
     if names != ["pos.weight"]:
@@ -202,28 +222,28 @@ def _loaded(cls: Callable, W: torch.Tensor) -> nn.Module:
 def check_learned_positions(LearnedPositionalEmbedding: Callable) -> None:
     """Integer tables added by hand, the length limit, and gradients reaching the table."""
     W = torch.arange(12.0).reshape(4, 3)  # position t is [3t, 3t + 1, 3t + 2]
-    module = _loaded(lambda *shape: _call(LearnedPositionalEmbedding,
+    module = loaded(lambda *shape: _call(LearnedPositionalEmbedding,
                                           f"LearnedPositionalEmbedding{shape}", *shape), W)
     x = torch.tensor([[[100.0, 0, 0], [100, 0, 0]], [[0, 0, 0], [0, 0, 200]]])  # (B=2, T=2, d=3)
     expected = torch.tensor([[[100.0, 1, 2], [103, 4, 5]], [[0, 1, 2], [3, 4, 205]]])
-    shown = "LearnedPositionalEmbedding(4, 3) with pos.weight = arange(12).reshape(4, 3), on x of shape (2, 2, 3)"
+    shown = ("LearnedPositionalEmbedding(4, 3) with pos.weight = arange(12).reshape(4, 3), "
+             "on x of shape (2, 2, 3)")
     _expect(_call(module, shown, x), expected, shown,
             "position t adds row t of pos.weight to every sequence of the batch.", LEARNED_HINTS,
             (x, W))
-    x = torch.zeros(1, 4, 3)
-    shown = "the same module on zeros of shape (1, 4, 3) (T == max_len)"
-    got = _call(lambda: outcome(lambda: module(x)), shown)
-    _expect(got, W[None], shown, "T == max_len is the longest allowed sequence.", LEARNED_HINTS, (x, W))
-    x = torch.zeros(2, 5, 3)
-    shown = "the same module on zeros of shape (2, 5, 3) (T > max_len)"
-    got = _call(lambda: outcome(lambda: module(x)), shown)
-    _expect(got, "ValueError", shown, "5 positions do not fit a table of 4.", LEARNED_HINTS, (x, W))
-    try:
-        module(x)
-    except ValueError as error:
-        if "4" not in str(error):
-            raise CheckFailed(f"the ValueError says {str(error)!r}: name max_len (4) and T (5), so the "
-                              "user knows what to change.") from None
+    lengths = ((torch.zeros(1, 4, 3), W[None], "T == max_len is the longest allowed sequence."),
+               (torch.zeros(2, 5, 3), "raised ValueError", "5 positions do not fit a table of 4."))
+    for x, expected, why in lengths:
+        shown = f"the same module on zeros of shape {tuple(x.shape)}"
+        got = _call(lambda: outcome(lambda: module(x)), shown)
+        message = _learned_check(got, expected, (x, W))
+        if message is not None:
+            hints = [h.text for h in LEARNED_HINTS if h.matches(got, expected, (x, W))]
+            raise CheckFailed("\n".join([f"{shown}: {message}", f"Hint: {why}",
+                                          *(f"Hint: {h}" for h in hints)]))
+    if "4" not in got or "5" not in got:
+        raise CheckFailed(f"{shown} {got}: name max_len (4) and T (5) in the message, so the "
+                          "user knows what to change.")
     fresh = _call(lambda: LearnedPositionalEmbedding(8, 5), "LearnedPositionalEmbedding(8, 5)")
     x = torch.randn(3, 6, 5, requires_grad=True)
     out = _call(fresh, "LearnedPositionalEmbedding(8, 5)(x)", x)
@@ -455,7 +475,7 @@ def check_apply_rope(apply_rope: Callable) -> None:
     if torch.cuda.is_available():
         xc = x.cuda()
         shown = "apply_rope(x.cuda())"
-        _expect(_call(apply_rope, shown, xc).cpu(), t, shown, "the result lives on x's device; "
+        _expect(_call(apply_rope, shown, xc), t.cuda(), shown, "the result lives on x's device; "
                 "create positions with device=x.device.", ROPE_HINTS, (x,))
         count += 1
     passed("apply_rope", count)
@@ -538,6 +558,8 @@ CASES: dict[str, list[Case]] = {
         Case(EQUIV_CALL, _equiv("causal", (4, 10)), "causal self-attention", EQUIV_HINTS),
         Case(EQUIV_CALL, _equiv("causal", (2, 3)), "causal self-attention, T = 2", EQUIV_HINTS),
         Case(EQUIV_CALL, _equiv("causal", (1, 2)), "causal self-attention, T = 1", EQUIV_HINTS),
+        Case(EQUIV_CALL, _equiv("table", (2, 3)), "a position table, T = 2", EQUIV_HINTS),
+        Case(EQUIV_CALL, _equiv("first_token", (2, 3)), "a vector at position 0, T = 2", EQUIV_HINTS),
         Case(EQUIV_CALL, _equiv("causal_encoder", (3, 8)), "an encoder layer with a causal mask",
              EQUIV_HINTS),
         Case(EQUIV_CALL, _equiv("table", (3, 9)), "attention after adding a position table", EQUIV_HINTS),
@@ -567,12 +589,17 @@ CASES: dict[str, list[Case]] = {
     # check the length sends an out-of-range index to nn.Embedding, which on a GPU poisons the
     # kernel for every later call.
     "test_learned_positions": [
-        Case(LEARNED_CALL, lambda g: _learned(g), "(B, T, d) float32, T < max_len", LEARNED_HINTS),
-        Case(LEARNED_CALL, lambda g: _learned(g, dtype=torch.float64), "float64", LEARNED_HINTS),
-        Case(LEARNED_CALL, lambda g: _learned(g, T=1), "T = 1", LEARNED_HINTS),
-        Case(LEARNED_CALL, lambda g: _learned(g, B=1), "batch of one", LEARNED_HINTS),
-        Case(LEARNED_CALL, lambda g: _learned(g, extra=0), "T == max_len", LEARNED_HINTS),
+        Case(LEARNED_CALL, lambda g: _learned(g), "(B, T, d) float32, T < max_len", LEARNED_HINTS,
+             _learned_check),
+        Case(LEARNED_CALL, lambda g: _learned(g, dtype=torch.float64), "float64", LEARNED_HINTS,
+             _learned_check),
+        Case(LEARNED_CALL, lambda g: _learned(g, T=1), "T = 1", LEARNED_HINTS,
+             _learned_check),
+        Case(LEARNED_CALL, lambda g: _learned(g, B=1), "batch of one", LEARNED_HINTS,
+             _learned_check),
+        Case(LEARNED_CALL, lambda g: _learned(g, extra=0), "T == max_len", LEARNED_HINTS,
+             _learned_check),
         Case(LEARNED_CALL, lambda g: _learned(g, extra=_int(g, 1, 4)),
-             "T > max_len: ValueError expected", LEARNED_HINTS),
+             "T > max_len: ValueError expected", LEARNED_HINTS, _learned_check),
     ],
 }
