@@ -1,4 +1,4 @@
-"""Launch buttons that open the chapter's exercise notebook.
+"""Launch buttons that open the chapter's exercise notebook (and two fixes to the theme's pages).
 
 sphinx-book-theme points Colab, Binder and JupyterHub at the page's own source, which for a
 chapter is a MyST Markdown file that Colab cannot open and Binder cannot run without jupytext.
@@ -81,7 +81,28 @@ def _point_buttons(app: Sphinx, pagename: str, templatename: str, context: dict,
     group["buttons"] = [dict(b, url=urls[b["text"]]) for b in group["buttons"] if b["text"] in urls]
 
 
+def _drop_duplicate_scripts(app: Sphinx, pagename: str, templatename: str, context: dict,
+                            doctree) -> None:
+    """Jupyter Book registers sphinx-thebe's and togglebutton's inline scripts twice; the second
+    ``const THEBE_JS_URL`` is a SyntaxError in every page's console. Keep the first of each."""
+    seen, unique = set(), []
+    for script in context.get("script_files", []):
+        key = (str(getattr(script, "filename", script) or ""),  # inline scripts: None or ''
+               repr(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
+
+
+def _theme_mode(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """With no mode configured the theme writes ``data-mode=""`` and logs a console error."""
+    context["default_mode"] = context.get("default_mode") or "auto"
+
+
 def setup(app: Sphinx) -> dict:
     app.add_role("exercise-links", _exercise_links_role)
+    app.connect("html-page-context", _drop_duplicate_scripts)
+    app.connect("html-page-context", _theme_mode)
     app.connect("html-page-context", _point_buttons, priority=900)  # after sphinx-book-theme's
     return {"parallel_read_safe": True, "parallel_write_safe": True}
