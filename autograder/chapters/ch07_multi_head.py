@@ -125,7 +125,10 @@ def _weights(out: Any, n_head: int, T_k: int) -> torch.Tensor | None:
     if t is None or t.dim() != 3:
         return None
     B, T_q, C = t.shape
-    return t.view(B, T_q, n_head, C // n_head)[..., :T_k].transpose(1, 2)
+    per_head = t.reshape(B, T_q, n_head, C // n_head)
+    if bool((per_head[..., T_k:].abs() > 1e-6).any()):  # not the one-hot layout: scrambled
+        return None
+    return per_head[..., :T_k].transpose(1, 2)
 
 
 def _scale_ratio(A_got: torch.Tensor | None, A_exp: torch.Tensor) -> float | None:
@@ -176,14 +179,17 @@ def _mask_and_causal(args: tuple) -> tuple[torch.Tensor | None, bool]:
 
 
 def _weight_on_blocked(got, exp, args) -> bool:
-    """Attention weight landed on keys that are padding (True in the mask)."""
+    """Weight landed on padded keys (True in the mask), or nothing on the real keys."""
     n_head, T_k = _readable(args)
     mask, _ = _mask_and_causal(args)
     A = _weights(got, n_head, T_k) if n_head else None
-    if A is None or mask is None or A.shape != _weights(exp, n_head, T_k).shape:
+    E = _weights(exp, n_head, T_k) if A is not None else None
+    if A is None or mask is None or A.shape != E.shape or not bool(mask.any()):
         return False
     padded = mask.detach().cpu()[:, None, None, :].expand_as(A)
-    return bool((A[padded].abs() > 1e-6).any())
+    on_padding = bool((A[padded].abs() > 1e-6).any())
+    real_keys_ignored = bool(((A.masked_fill(padded, 0).sum(-1) < 1e-6) & (E.sum(-1) > 0.5)).any())
+    return on_padding or real_keys_ignored
 
 
 def _weight_on_future(got, exp, args) -> bool:
@@ -200,15 +206,18 @@ def _not_renormalised(got, exp, args) -> bool:
     A, E = (_weights(got, n_head, T_k), _weights(exp, n_head, T_k)) if n_head else (None, None)
     if A is None or A.shape != E.shape or _weight_on_blocked(got, exp, args):
         return False
-    has_keys = E.sum(-1) > 0.5
-    return bool((A.sum(-1)[has_keys] < 1 - 1e-3).any())
+    sums = A.sum(-1)[E.sum(-1) > 0.5]  # rows that have keys to attend to
+    return bool(((sums > 1e-3) & (sums < 1 - 1e-3)).any())
 
 
 def _softmax_over_queries(got, exp, args) -> bool:
+    """The weights sum to 1 down each (non-padded) key column instead of along each row."""
     n_head, T_k = _readable(args)
-    A = _weights(got, n_head, T_k) if n_head else None
-    return (A is not None and A.shape[-1] == A.shape[-2] and not _same(A.sum(-1), torch.ones_like(A.sum(-1)))
-            and _same(A.sum(-2), torch.ones_like(A.sum(-2)), 1e-3))
+    A, E = (_weights(got, n_head, T_k), _weights(exp, n_head, T_k)) if n_head else (None, None)
+    if A is None or A.shape != E.shape or A.shape[-1] != A.shape[-2]:
+        return False
+    rows, cols, keys = A.sum(-1), A.sum(-2), E.sum(-2) > 1e-6
+    return not _same(rows, torch.ones_like(rows)) and _same(cols[keys], torch.ones_like(cols[keys]), 1e-3)
 
 
 def _nan_where_exp_finite(got, exp, args) -> bool:
@@ -325,7 +334,8 @@ MERGE_INTERLEAVED = Hint(
 MERGE_SEED000 = Hint(
     "heads merged in the wrong order: you transposed T and d_head as well (the bug of the "
     "lecture note), which mixes positions and features; only h and T are swapped.",
-    _is_variant("seed000", split=False))
+    lambda got, exp, args: (_is_variant("seed000", split=False)(got, exp, args)
+                            and not _is_variant("interleaved", split=False)(got, exp, args)))
 SPLIT_HINTS = (SPLIT_NO_TRANSPOSE, SPLIT_INTERLEAVED)
 MERGE_HINTS = (MERGE_NO_TRANSPOSE, MERGE_INTERLEAVED, MERGE_SEED000)
 
@@ -433,20 +443,6 @@ def check_multi_head_self_attention(MultiHeadSelfAttention: Callable) -> None:
     x = torch.randn(B, T, C, generator=g, dtype=torch.float64)
     pad = torch.tensor([[False, False, False, True], [False, False, True, True]])
     left = torch.tensor([[True, False, False, False], [False, False, False, False]])
-    sd = _state_dict(g, C, torch.float64)
-    for mask, causal, why in (
-            (None, False, "plain self-attention, like nn.MultiheadAttention(x, x, x)"),
-            (pad, False, "key_padding_mask True = this key is padding, ignore it"),
-            (None, True, "is_causal: position t attends to positions 0..t only"),
-            (pad, True, "padding and causal masks together"),
-            (left, True, "left padding with is_causal: query 0 of sequence 0 has no key; its "
-                         "head outputs are zeros, so its output is W_o's bias")):
-        shown = (f"MultiHeadSelfAttention({C}, {h})(x, key_padding_mask={mask is not None and 'mask'}, "
-                 f"is_causal={causal}) vs nn.MultiheadAttention with the same weights")
-        args = (sd, x, h, mask, causal)
-        _expect(_run_module(MultiHeadSelfAttention, *args, shown), _module_oracle(*args), shown, why,
-                ATTENTION_HINTS, args)
-        count += 1
     sd1 = _state_dict(g, 8, torch.float64)
     x1 = torch.randn(1, 1, 8, generator=g, dtype=torch.float64)
     shown = "MultiHeadSelfAttention(8, 4) on a single position (T = 1)"
@@ -462,6 +458,20 @@ def check_multi_head_self_attention(MultiHeadSelfAttention: Callable) -> None:
     _expect(_run_module(MultiHeadSelfAttention, *args, shown), _module_oracle(*args), shown,
             "each row of weights is softmax(q·k / √d_head) over the non-padded keys.", ATTENTION_HINTS, args)
     count += 1
+    sd = _state_dict(g, C, torch.float64)
+    for mask, causal, why in (
+            (None, False, "plain self-attention, like nn.MultiheadAttention(x, x, x)"),
+            (pad, False, "key_padding_mask True = this key is padding, ignore it"),
+            (None, True, "is_causal: position t attends to positions 0..t only"),
+            (pad, True, "padding and causal masks together"),
+            (left, True, "left padding with is_causal: query 0 of sequence 0 has no key; its "
+                         "head outputs are zeros, so its output is W_o's bias")):
+        shown = (f"MultiHeadSelfAttention({C}, {h})(x, key_padding_mask={'None' if mask is None else 'mask'}, "
+                 f"is_causal={causal}) vs nn.MultiheadAttention with the same weights")
+        args = (sd, x, h, mask, causal)
+        _expect(_run_module(MultiHeadSelfAttention, *args, shown), _module_oracle(*args), shown, why,
+                ATTENTION_HINTS, args)
+        count += 1
     passed("MultiHeadSelfAttention", count)
 
 
@@ -576,7 +586,7 @@ def _module_args(g, *, dtype=torch.float32, mask=None, causal=False, T=None, h=N
     B, T_, h_, d = _sizes(g)
     T, h = T or T_, h or h_
     if readable:
-        d = max(d, T)
+        d = max(d, T + 1)  # spare value features that stay 0 unless the merge scrambles them
     C = h * d
     sd = _state_dict(g, C, dtype, readable)
     if flat_q:  # q = 0: uniform weights over the allowed keys, whatever the scale
@@ -596,9 +606,9 @@ def _module_args(g, *, dtype=torch.float32, mask=None, causal=False, T=None, h=N
 def _cross_args(g, *, dtype=torch.float32, mask=None, T_tgt=None, T_src=None, readable=False):
     B, T, h, d = _sizes(g)
     T_tgt = T_tgt or T
-    T_src = T_src or _int(g, 1, 9)
+    T_src = T_src or _int(g, 3 if readable else 1, 9)
     if readable:
-        d = max(d, T_src)
+        d = max(d, T_src + 1)
     C = h * d
     W = [torch.randn(C, C, generator=g, dtype=dtype) / math.sqrt(C) for _ in range(4)]
     y = torch.randn(B, T_tgt, C, generator=g, dtype=dtype)
