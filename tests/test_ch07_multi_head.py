@@ -93,7 +93,7 @@ def fixed_multi_head_attention(x, W_q, W_k, W_v, W_o, n_head):
     return heads.transpose(1, 2).reshape(B, T, C) @ W_o.T
 
 def diagnose(d_model, n_head):
-    return {"mixed_axes": ["d_head", "T"], "scale_used": d_model ** 0.5,
+    return {"wrong_lines": [9, 8], "mixed_axes": ["d_head", "T"], "scale_used": d_model ** 0.5,
             "scale_correct": (d_model / n_head) ** 0.5}
 '''
 
@@ -253,14 +253,21 @@ def test_a_typical_mistake_fails_its_public_check_with_the_hint(reference, sourc
     assert words in str(failure.value), str(failure.value)
 
 
-def test_diagnosis_accepts_either_axis_order_and_rejects_wrong_axes():
-    expected = {"mixed_axes": ("T", "d_head"), "scale_used": 4.0, "scale_correct": 2.0}
-    assert checks._axes_check({"mixed_axes": ["d_head", "T"], "scale_used": 4.0, "scale_correct": 2.0},
-                              expected, ()) is None
-    assert "mixed_axes" in checks._axes_check({"mixed_axes": ("h", "T"), "scale_used": 4.0,
-                                               "scale_correct": 2.0}, expected, ())
-    assert "scale_used" in checks._axes_check({"mixed_axes": ("T", "d_head"), "scale_used": 16,
-                                               "scale_correct": 2.0}, expected, ())
+def test_diagnosis_accepts_either_order_and_rejects_wrong_answers():
+    expected = {"wrong_lines": (8, 9), "mixed_axes": ("T", "d_head"), "scale_used": 4.0,
+                "scale_correct": 2.0}
+    right = {"wrong_lines": [9, 8], "mixed_axes": ["d_head", "T"], "scale_used": 4.0, "scale_correct": 2.0}
+    assert checks._axes_check(right, expected, ()) is None
+    for key, wrong in (("wrong_lines", (9, 10)), ("mixed_axes", ("h", "T")), ("scale_used", 16),
+                       ("scale_correct", 4.0)):
+        assert key in checks._axes_check({**right, key: wrong}, expected, ())
+
+
+def test_the_printed_line_numbers_point_at_the_two_wrong_lines():
+    import inspect
+    lines = inspect.getsource(checks.buggy_multi_head_attention).splitlines()
+    assert "math.sqrt(C)" in lines[8 - 1]
+    assert "softmax" in lines[9 - 1] and lines[9 - 1].split("#")[0].rstrip().endswith(".transpose(-2, -1)")
 
 
 def test_torch_oracle_matches_a_loop_over_heads():

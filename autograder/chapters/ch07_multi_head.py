@@ -341,12 +341,18 @@ MERGE_HINTS = (MERGE_NO_TRANSPOSE, MERGE_INTERLEAVED, MERGE_SEED000)
 
 
 def _axes_check(got: Any, expected: Any, args: tuple) -> str | None:
-    """diagnose(): the two mixed axes in either order, and the two scales."""
+    """diagnose(): the two wrong lines and the two mixed axes, each in either order, and the scales."""
     if not isinstance(got, dict):
-        return f"diagnose should return a dict with keys 'mixed_axes', 'scale_used', 'scale_correct', got {type(got).__name__}"
+        return ("diagnose should return a dict with keys 'wrong_lines', 'mixed_axes', 'scale_used', "
+                f"'scale_correct', got {type(got).__name__}")
     missing = [k for k in expected if k not in got]
     if missing:
         return f"diagnose: missing keys {missing}"
+    lines = got["wrong_lines"]
+    if (not isinstance(lines, (tuple, list)) or not all(isinstance(n, int) for n in lines)
+            or sorted(lines) != sorted(expected["wrong_lines"])):
+        return (f"diagnose: 'wrong_lines' should be the numbers of the two wrong lines in the printed "
+                f"listing of buggy_multi_head_attention, got {lines!r}")
     axes = got["mixed_axes"]
     if not isinstance(axes, (tuple, list)) or sorted(map(str, axes)) != sorted(expected["mixed_axes"]):
         return (f"diagnose: 'mixed_axes' should name the two axes (from {list(AXES)}) that the extra "
@@ -540,7 +546,8 @@ def check_fix_the_bug(fixed_multi_head_attention: Callable, diagnose: Callable,
                           "rounding only (< 1e-9). Return a Python float (.item()).")
     count += 1
     shown = "diagnose(12, 3)"
-    expected = {"mixed_axes": ("T", "d_head"), "scale_used": math.sqrt(12), "scale_correct": 2.0}
+    expected = {"wrong_lines": (8, 9), "mixed_axes": ("T", "d_head"), "scale_used": math.sqrt(12),
+                "scale_correct": 2.0}
     message = _axes_check(_call(diagnose, shown, 12, 3), expected, ())
     if message:
         raise CheckFailed(f"{shown}: {message}")
