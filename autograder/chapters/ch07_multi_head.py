@@ -559,9 +559,6 @@ def check_fix_the_bug(fixed_multi_head_attention: Callable, diagnose: Callable,
 # Hidden cases
 # ----------------------------------------------------------------------------------------
 
-_DTYPES = (torch.float32, torch.float64)
-
-
 def _sizes(g: torch.Generator, max_h: int = 4) -> tuple[int, int, int, int]:
     """B, T, n_head, d_head with d_head often not a power of two."""
     return _int(g, 1, 4), _int(g, 2, 8), _int(g, 1, max_h + 1), (3, 5, 6, 7)[_int(g, 0, 4)]
