@@ -76,6 +76,13 @@ def cross_attention(y, memory, W_q, W_k, W_v, W_o, n_head, src_padding_mask=None
     return merge_heads(heads) @ W_o.T
 '''
 
+# Exercise 3 (public check only): queries from memory, keys and values from y, mask dropped.
+CROSS_ROLES_SWAPPED = '''
+def cross_attention(y, memory, W_q, W_k, W_v, W_o, n_head, src_padding_mask=None):
+    q, k, v = split_heads(memory @ W_q.T, n_head), split_heads(y @ W_k.T, n_head), split_heads(y @ W_v.T, n_head)
+    return merge_heads(F.scaled_dot_product_attention(q, k, v)) @ W_o.T
+'''
+
 # Exercise 4: only the scale fixed; the extra transpose is still there.
 HALF_FIXED = '''
 def max_abs_difference(mha_fn, x, W_q, W_k, W_v, W_o, n_head):
@@ -238,6 +245,7 @@ def _module(weights: str = _SOFTMAX, out: str = "self.W_o(merge_heads(torch.nan_
     (_module(out="self.W_o(merge_heads(weights @ v))"), "module", "NaN where a query has no key"),
     (_module(out="merge_heads(torch.nan_to_num(weights) @ v)"), "module", "finish with W_o"),
     (CROSS_MASK_POLARITY, "cross", "True where a key must be IGNORED"),
+    (CROSS_ROLES_SWAPPED, "cross", "queries must come from the decoder states y"),
     (HALF_FIXED, "bug", "heads merged in the wrong order"),
 ])
 def test_a_typical_mistake_fails_its_public_check_with_the_hint(reference, source, check, words):

@@ -287,9 +287,15 @@ FULLY_MASKED_NAN = Hint(
 NO_OUTPUT_PROJECTION = Hint(
     "this is the merged heads before the output projection: finish with W_o.",
     _no_output_projection)
+CROSS_ROLES = Hint(
+    "one output row per source position: the queries must come from the decoder states y "
+    "(one per target position), the keys and values from memory.",
+    lambda got, exp, args: (len(args) == 8 and isinstance(got, torch.Tensor)
+                            and tuple(got.shape) == (exp.shape[0], args[1].shape[1], exp.shape[2])
+                            != tuple(exp.shape)))
 ATTENTION_HINTS = (MERGE_ORDER, SCALE_D_MODEL, SCALE_MISSING, SCALE_SQUARED, MASK_POLARITY,
                    CAUSAL_IGNORED, NOT_RENORMALISED, SOFTMAX_AXIS, FULLY_MASKED_NAN,
-                   NO_OUTPUT_PROJECTION)
+                   NO_OUTPUT_PROJECTION, CROSS_ROLES)
 
 
 def _split_variants(x: torch.Tensor, n_head: int) -> dict[str, torch.Tensor]:
