@@ -335,7 +335,8 @@ def check_decoder_step(decoder_step: Callable, Seq2Seq: type) -> None:
     _shape(log_probs, (2, 7), f"{shown}: log_probs")
     _shape(h1, (2, 4), f"{shown}: h_new")
     _expect(log_probs.exp().sum(-1), torch.ones(2), f"{shown}: log_probs.exp().sum(-1)",
-            "log_probs are log-probabilities: exp of each row sums to 1 (F.log_softmax).")
+            "log_probs are log-probabilities: exp of each row sums to 1. If these are logits, "
+            "apply F.log_softmax(..., dim=-1) to model.out(h_new).")
     states, _ = model.decoder(model.tgt_emb(y), h0[None])  # (B, T, H): all steps at once
     h, got_h, got_lp = h0, [], []
     for t in range(y.shape[1]):
