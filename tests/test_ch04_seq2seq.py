@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbformat
 import pytest
 import torch
+from nbclient import NotebookClient
 
 from autograder.chapters import ch04_seq2seq as checks
 from autograder.spec import CheckFailed
-from conftest import grade_class, make_submission, reference_namespace
+from conftest import ROOT, grade_class, make_submission, reference_namespace
 
 ASSIGNMENT = "04-seq2seq"
 FULL = 10.0
@@ -138,3 +140,16 @@ def test_the_hand_made_trap_separates_greedy_from_the_best_sequence():
     greedy = table[checks.BOS, checks.A] + table[checks.A].max()
     best = table[checks.BOS, checks.B_] + table[checks.B_, checks.EOS]
     assert best > greedy
+
+
+def test_untouched_exercise_checks_say_what_to_do():
+    """Run the student version as a student would: every check cell fails with a sentence."""
+    nb = nbformat.read(ROOT / "exercises" / ASSIGNMENT / "seq2seq.ipynb", as_version=4)
+    NotebookClient(nb, timeout=120, allow_errors=True,
+                   resources={"metadata": {"path": str(ROOT / "exercises" / ASSIGNMENT)}}).execute()
+    test_cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert len(test_cells) == len(checks.CASES)
+    for cell in test_cells:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert errors and errors[0].ename == "CheckFailed", cell.source
+        assert "replace `raise NotImplementedError()` with your code" in errors[0].evalue
