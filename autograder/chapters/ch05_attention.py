@@ -401,7 +401,7 @@ def check_attentive_decoder_step(attentive_decoder_step: Callable) -> None:
     got = _call(attentive_decoder_step, shown, x_t, h_prev, H, mask, p)
     parts = _parts(got)
     if parts is None:
-        raise CheckFailed(f"{shown}: expected a tuple (logits, h_t, alpha), got {type(got).__name__}")
+        raise CheckFailed(f"{shown}: got {type(got).__name__}\nHint: {STEP_TUPLE.text}")
     _expect(parts[2], torch.tensor([[0.5, 0.5, 0.], [1 / 3, 1 / 3, 1 / 3]]), f"alpha of {shown}",
             "with W_a = 0 every score is 0, so the weights are uniform over the real positions "
             "(row 0 has 2, row 1 has 3).")
