@@ -542,6 +542,10 @@ CASES: dict[str, list[Case]] = {
              WEIGHTS_HINTS),
         Case("attention_weights", _weights_huge_args, "scores of about +-1e4", WEIGHTS_HINTS),
         Case("attention_weights", lambda g: _weights_args(g, S=1), "S = 1", WEIGHTS_HINTS),
+        Case("attention_weights", lambda g: _weights_3d_args(g, torch.bfloat16),
+             "bfloat16 (B, T, S) scores with an empty row", WEIGHTS_HINTS),
+        Case("attention_weights", lambda g: _weights_args(g, torch.float16, empty_rows=1),
+             "float16 scores with an empty row", WEIGHTS_HINTS),
     ],
     "test_context_vector": [
         Case("context_vector", _context_args, "random masked weights, float32", CONTEXT_HINTS),
