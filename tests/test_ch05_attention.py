@@ -182,10 +182,15 @@ def test_reference_passes_every_public_check(reference, capsys):
     ("def attention_weights(scores, mask):\n"
      "    return torch.softmax(scores.masked_fill(mask, float('-inf')), -1).nan_to_num(0.0)",
      "non-zero at padded positions"),
+    ("def attention_weights(scores, mask):\n"
+     "    return torch.softmax(scores.masked_fill(~mask, float('-inf')), 0).nan_to_num(0.0)",
+     "the softmax runs over the wrong axis"),
     (CONTEXT_BROADCAST, "broadcasts to (B, B, d_v)"),
     ("def context_vector(weights, values):\n    return values.mean(1)", "plain mean"),
     (STEP_PREVIOUS_STATE, "not h_prev"),
     (STEP_CONCAT_ORDER, "with the context first"),
+    (STEP_CONCAT_ORDER.replace("return logits, h_t, alpha", "return logits, torch.tanh(h_t @ p['W_a']), alpha"),
+     "h_t differs"),
     (STEP_CONCAT_ORDER.replace("return logits, h_t, alpha", "return logits"), "three tensors"),
 ])
 def test_a_typical_mistake_fails_its_public_check_with_the_hint(reference, source, words):
