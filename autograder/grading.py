@@ -17,7 +17,7 @@ import nbformat
 import torch
 
 from .sandbox import CallResult, Limits, NotebookProcess
-from .spec import Case
+from .spec import Case, error_hint, show_input
 
 
 @dataclass
@@ -99,7 +99,8 @@ def _explain(call_error: str) -> str:
     if call_error.startswith("raised NameError"):
         return (f"{call_error.removeprefix('raised ')} — is the function named as the exercise says, "
                 "and did its cell run without errors?")
-    return call_error
+    hint = error_hint(call_error)
+    return call_error + (f"\nHint: {hint}" if hint else "")
 
 
 def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tuple[str, int], Any],
@@ -119,6 +120,10 @@ def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tupl
                 hung[case.call] = result
             message = (_explain(result.error) if result.error else
                        case.judge(result.value, expected[gid, i], to_device(args, device)))
+            unwritten = result.error and result.error.startswith(("raised NotImplementedError",
+                                                                   "raised NameError"))
+            if message is not None and not unwritten and (shown := show_input(args)) is not None:
+                message += f"\nArguments (small enough to try yourself): {shown}"
             if message is None:
                 report.passed += 1
             else:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import re
+
 import torch
 
 from .compare import describe_difference
@@ -82,3 +84,58 @@ def passed(name: str, count: int) -> None:
     """Tell the student a public check went through, and what it does not prove."""
     print(f"✓ {name}: {count} public check{'s' if count != 1 else ''} passed "
           "(the grader also compares your code with the reference on hidden random inputs)")
+
+
+# Exceptions students commonly hit, recognised from their message: (pattern, hint).
+_ERROR_HINTS = (
+    (r"same dtype|expected scalar type|must have the same dtype|dtype.*!=|"
+     r"found dtype|Float and Double|Double and Float|Long and Float|Float and Long",
+     "two tensors of different dtypes met in one operation: convert one with "
+     ".to(other.dtype) (e.g. cast a one-hot or a mask to the weights' dtype) rather than "
+     "assuming float32."),
+    (r"shapes cannot be multiplied|must match the size of tensor|mat1 and mat2 shapes|"
+     r"size mismatch|cannot be broadcast|not broadcastable",
+     "the shapes of a product or an elementwise operation do not fit: write each tensor's shape "
+     "next to the line (e.g. # (B, T, C)); a transposed weight or a wrong reshape is the usual cause."),
+    (r"same device|Expected all tensors to be on",
+     "tensors on different devices met: create new tensors on the input's device "
+     "(torch.zeros(..., device=x.device), torch.arange(n, device=x.device))."),
+    (r"UnicodeDecodeError|codec can't decode",
+     "bytes that are not valid UTF-8 (e.g. a character split across tokens) must not raise: join "
+     "all the bytes first, then .decode('utf-8', errors='replace')."),
+    (r"Class values must be smaller than num_classes",
+     "an id is not below num_classes: one-hot vectors for ids that index the rows of a (V, d) "
+     "matrix need num_classes = V, its number of rows."),
+    (r"out of bounds|index out of range|out of range",
+     "an index is out of range: compare the indices you use with the size of the dimension "
+     "they index."),
+)
+
+
+def error_hint(error: str) -> str | None:
+    """A hint for a common exception, from its message (``"RuntimeError: ..."``), or ``None``."""
+    return next((hint for pattern, hint in _ERROR_HINTS if re.search(pattern, error)), None)
+
+
+def show_input(args: tuple, limit: int = 240) -> str | None:
+    """The arguments of a case as the student could type them, when they are small."""
+    def show(x: Any) -> str:
+        if isinstance(x, torch.Tensor):
+            if x.numel() > 32:
+                raise ValueError
+            dtype = "" if x.dtype in (torch.float32, torch.int64, torch.bool) else f", dtype={x.dtype}"
+            return f"torch.tensor({x.tolist()}{dtype})"
+        if isinstance(x, (list, tuple)):
+            inner = ", ".join(show(v) for v in x)
+            return f"[{inner}]" if isinstance(x, list) else f"({inner}{',' if len(x) == 1 else ''})"
+        if isinstance(x, dict):
+            return "{" + ", ".join(f"{k!r}: {show(v)}" for k, v in x.items()) + "}"
+        if isinstance(x, (str, bytes, int, float, bool, type(None))):
+            return repr(x)
+        raise ValueError  # a module, a generator …: not worth showing
+
+    try:
+        text = ", ".join(show(a) for a in args)
+    except (ValueError, TypeError):
+        return None
+    return text if len(text) <= limit else None

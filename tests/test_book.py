@@ -6,6 +6,7 @@ README's first command (each chapter page runs once per change, not once per tes
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -55,6 +56,66 @@ def test_chapter_page_is_executed_and_shows_figures(html, page):
     assert "cell_output" in text, f"{page}: no executed output"
 
 
-def test_launch_buttons_point_at_the_repository(html):
-    page = (html / "01-tokens" / "tokens.html").read_text()
-    assert "colab.research.google.com" in page and "mybinder.org" in page
+def _config() -> dict:
+    import yaml  # PyYAML comes with Jupyter Book
+
+    return yaml.safe_load((BOOK / "_config.yml").read_text())
+
+
+def _launch_extension():
+    spec = importlib.util.spec_from_file_location("exercise_launch", BOOK / "_ext" / "exercise_launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("page", chapter_pages())
+def test_launch_buttons_open_the_chapters_exercise_notebook(html, page):
+    """Every launch button and in-text link of a chapter opens exercises/<page>.ipynb of the
+    repository named in _config.yml, and that notebook exists."""
+    repo = _config()["repository"]["url"].rstrip("/")
+    org_repo = repo.split("github.com/")[1]
+    notebook = f"exercises/{page}.ipynb"
+    assert (ROOT / notebook).is_file()
+    text = (html / f"{page}.html").read_text()
+    expected = {
+        "Colab": f"https://colab.research.google.com/github/{org_repo}/blob/main/{notebook}",
+        "Binder": f"https://mybinder.org/v2/gh/{org_repo}/main?urlpath=lab/tree/{notebook}",
+        "GitHub": f"{repo}/blob/main/{notebook}",
+    }
+    for label, url in expected.items():
+        assert f'href="{url}"' in text, f"{page}: no {label} link to {url}"
+    launch_targets = re.findall(r'href="(https://(?:colab|mybinder)[^"]+)"', text)
+    assert launch_targets and all(t.endswith(notebook) or t.endswith(notebook.replace("/", "%2F"))
+                                  for t in launch_targets), launch_targets
+    assert "git-pull" not in text, "no JupyterHub button while _config.yml names no hub"
+
+
+def test_pages_without_exercises_have_no_launch_buttons(html):
+    text = (html / "pytorch" / "pytorch.html").read_text()
+    assert "colab.research.google.com" not in text and "mybinder.org" not in text
+
+
+def test_jupyterhub_link_uses_nbgitpuller():
+    urls = _launch_extension().launch_urls(
+        "https://github.com/org/course", "main", "exercises/01-tokens/tokens.ipynb",
+        jupyterhub_url="https://hub.example.org/")
+    assert urls == {"JupyterHub": "https://hub.example.org/hub/user-redirect/git-pull?"
+                    "repo=https%3A//github.com/org/course&branch=main"
+                    "&urlpath=lab/tree/course/exercises/01-tokens/tokens.ipynb"}
+
+
+def test_repository_url_has_one_source():
+    """Every GitHub URL of the course in notebooks, pages and package metadata is _config.yml's."""
+    repo = _config()["repository"]["url"].rstrip("/")
+    files = [*ROOT.glob("solutions/*/*.ipynb"), *ROOT.glob("exercises/*/*.ipynb"),
+             *BOOK.glob("**/*.md"), ROOT / "README.md", ROOT / "pyproject.toml"]
+    for path in files:
+        if "_build" in path.parts:
+            continue
+        text = path.read_text()
+        for url in re.findall(r"github\.com/[\w.-]+/[\w.-]+", text):
+            if "course" in url or "kv-cache" in url:  # links to other projects are not ours
+                assert f"https://{url}" == repo, f"{path}: {url} is not {repo}"
+    for nb in ROOT.glob("solutions/*/*.ipynb"):
+        assert f'%pip install -q \\"git+{repo}\\"' in nb.read_text(), f"{nb}: Colab install line"

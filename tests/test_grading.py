@@ -148,6 +148,8 @@ def test_one_hot_off_by_one_gets_partial_credit_and_the_hint(graded):
     row = graded["offbyone"]
     assert 0 < row["score"] < FULL
     assert "shift" in row["report"]["test_one_hot"].lower(), row["report"]["test_one_hot"]
+    # a failing hidden case small enough to retype shows its input (issue 10, item 9)
+    assert "Arguments (small enough to try yourself): torch.tensor(" in row["report"]["test_one_hot"]
 
 
 def test_bpe_merge_order_mistake_gets_partial_credit_and_the_hint(graded):

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..spec import Case, CheckFailed, Hint, expect, passed
+from ..spec import Case, CheckFailed, Hint, error_hint, expect, passed
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -33,7 +33,9 @@ def _call(fn: Callable, shown: str, *args: Any) -> Any:
                           "with your code (in this function or in one it calls) "
                           "and run the cell again") from None
     except Exception as error:  # the chained traceback still points into the student's code
-        raise CheckFailed(f"{shown} raised {type(error).__name__}: {error}") from error
+        message = f"{type(error).__name__}: {error}"
+        hint = error_hint(message)
+        raise CheckFailed(f"{shown} raised {message}" + (f"\nHint: {hint}" if hint else "")) from error
 
 
 def _expect(got: Any, expected: Any, shown: str, why: str = "",
@@ -218,7 +220,12 @@ COSINE_NAN = Hint(
 COSINE_GRAM_OF_COLUMNS = Hint(
     "the result must be (N, N), one entry per pair of rows: E @ E.T, not E.T @ E.",
     lambda got, exp, args: tuple(got.shape) == (args[0].shape[1],) * 2 != tuple(exp.shape))
-COSINE_HINTS = (COSINE_RAW, COSINE_DIM, COSINE_NAN, COSINE_GRAM_OF_COLUMNS)
+COSINE_DTYPE = Hint(
+    "right values, wrong dtype: the result keeps E's dtype; do not cast E (or the result) to "
+    "float32.",
+    lambda got, exp, args: got.dtype != exp.dtype and torch.allclose(
+        _tensor(got).double(), exp.detach().cpu().double(), rtol=1e-4, atol=1e-5))
+COSINE_HINTS = (COSINE_RAW, COSINE_DIM, COSINE_NAN, COSINE_GRAM_OF_COLUMNS, COSINE_DTYPE)
 COSINE_EPS = Hint(
     "clamp each norm separately: a row whose norm is below eps is divided by eps "
     "(E / norms.clamp_min(eps)), rather than clamping or adding eps to the product of norms.",
@@ -246,31 +253,36 @@ def _new_ids_shifted(got: Any, exp: Any, args: tuple) -> bool:
     return len(shifts) == 1 and 0 not in shifts
 
 
-def _overlap_dropped(got: Any, exp: Any, args: tuple) -> bool:
-    """The first merge should be a repeated pair such as (97, 97), whose count only wins with
-    overlapping occurrences, and a pair of two different ids was picked instead."""
+def _first_difference(got: Any, exp: Any) -> int | None:
     g, e = _pairs(got), _pairs(exp)
-    if not g or not e or g[0] == e[0] or sorted(g) == sorted(e):
+    if g is None or e is None or g == e:
+        return None
+    return next((k for k, (a, b) in enumerate(zip(g, e)) if a != b), None)
+
+
+def _overlap_dropped(got: Any, exp: Any, args: tuple) -> bool:
+    """At the first difference the expected merge is a repeated pair such as (97, 97), whose
+    count only wins with overlapping occurrences, and a pair of two different ids was picked."""
+    g, e = _pairs(got), _pairs(exp)
+    i = _first_difference(got, exp)
+    if i is None or sorted(g) == sorted(e):
         return False
-    counts = _byte_pair_counts(args[0])
-    return e[0][0] == e[0][1] and g[0][0] != g[0][1] and 0 < counts[g[0]] <= counts[e[0]]
+    if i == 0 and _byte_pair_counts(args[0])[g[0]] == _byte_pair_counts(args[0])[e[0]]:
+        return False  # a plain tie: BPE_TIES's case
+    return e[i][0] == e[i][1] and g[i][0] != g[i][1]
 
 
 def _tie_broken_differently(got: Any, exp: Any, args: tuple) -> bool:
     """The first merge differs from the expected one but has the same count in the text, or
     the first difference is two consecutive merges swapped (a tie settled the other way)."""
     g, e = _pairs(got), _pairs(exp)
-    if g is None or g == e:
-        return False
-    i = next((k for k, (a, b) in enumerate(zip(g, e)) if a != b), None)
-    if i is None:
-        return False
-    if i == 0 and not _overlap_dropped(got, exp, args):
+    i = _first_difference(got, exp)
+    if i is None or sorted(g) == sorted(e) or _overlap_dropped(got, exp, args):
+        return False  # a whole permutation is BPE_ORDER's case
+    if i == 0:
         counts = _byte_pair_counts(args[0])
-        if counts[g[0]] == counts[e[0]]:
-            return True
-    return (i + 1 < min(len(g), len(e)) and g[i] == e[i + 1] and g[i + 1] == e[i]
-            and sorted(g) != sorted(e))  # a whole permutation is BPE_ORDER's case
+        return counts[g[0]] == counts[e[0]]
+    return g[i] in e[i + 1:]  # the reference merges the student's pick later: it was a candidate
 
 
 BPE_ORDER = Hint(
@@ -400,6 +412,26 @@ def check_one_hot(one_hot: Callable) -> None:
         _expect(_call(one_hot, shown, ids, num_classes), expected, shown, why,
                 ONE_HOT_HINTS, (ids, num_classes))
         count += 1
+    ids = torch.tensor([[0, 2], [1, 1]], device="meta")  # shapes and devices only, no values
+    shown = "one_hot(torch.tensor([[0, 2], [1, 1]], device='meta'), 3)"
+    try:
+        got = one_hot(ids, 3)
+    except Exception as error:
+        if isinstance(error, NotImplementedError) and "meta" not in str(error):
+            _call(one_hot, shown, ids, 3)  # the exercise is not written yet: say so
+        raise CheckFailed(
+            f"{shown} raised {type(error).__name__}: {error}\nHint: this check passes ids on "
+            "PyTorch's 'meta' device (shapes, no values) to see that your result follows "
+            f"ids.device without a GPU. {ONE_HOT_DEVICE.text} Avoid .cpu(), .item() and "
+            ".tolist() on ids.") from error
+    if not isinstance(got, torch.Tensor) or got.device.type != "meta":
+        raise CheckFailed(f"{shown}: expected a tensor on device 'meta' (the device of ids), got "
+                          f"{got.device if isinstance(got, torch.Tensor) else type(got).__name__}\n"
+                          f"Hint: {ONE_HOT_DEVICE.text}")
+    if got.shape != (2, 2, 3) or got.dtype != torch.float32:
+        raise CheckFailed(f"{shown}: expected shape (2, 2, 3) and dtype float32, got "
+                          f"{tuple(got.shape)} {got.dtype}")
+    count += 1
     if torch.cuda.is_available():  # the grader may run your code on a GPU
         ids = torch.tensor([[0, 2], [1, 1]], device="cuda")
         shown = "one_hot(torch.tensor([[0, 2], [1, 1]], device='cuda'), 3)"
@@ -450,6 +482,12 @@ def check_cosine(cosine_similarity_matrix: Callable) -> None:
     _expect(_call(cosine_similarity_matrix, shown, E, 0.1), torch.tensor([[0.01, 0.], [0., 1.]]),
             shown, "the norm 0.01 of row 0 is below eps = 0.1, so row 0 is divided by 0.1, not by "
             "its norm: cos(E_0, E_0) = (0.01 / 0.1)^2 = 0.01.", COSINE_HINTS + (COSINE_EPS,), (E, 0.1))
+    E = torch.tensor([[3., 4.], [4., 3.]], dtype=torch.float64)
+    shown = "cosine_similarity_matrix(torch.tensor([[3, 4], [4, 3]], dtype=torch.float64))"
+    _expect(_call(cosine_similarity_matrix, shown, E),
+            torch.tensor([[1., 0.96], [0.96, 1.]], dtype=torch.float64), shown,
+            "(3*4 + 4*3) / (5 * 5) = 0.96; the result keeps E's dtype (float64 here).",
+            COSINE_HINTS, (E,))
     g = torch.Generator().manual_seed(0)
     E = torch.randn(6, 4, generator=g)
     scale = torch.rand(6, 1, generator=g) * 9 + 1
@@ -464,17 +502,21 @@ def check_cosine(cosine_similarity_matrix: Callable) -> None:
     expect(_call(cosine_similarity_matrix, "cosine_similarity_matrix(E * scale)", E * scale), C,
            "the similarity matrix after scaling each row by a positive number",
            ["cosine similarity ignores lengths: normalise each row by its own norm."])
-    passed("cosine_similarity_matrix", 5)
+    passed("cosine_similarity_matrix", 6)
 
 
 def check_train_bpe(train_bpe: Callable) -> None:
     """Texts short enough to run BPE on paper; each targets one rule of the contract."""
     examples = [
+        (("cdab cdab", 1), [(99, 100)],
+         "(99, 100) 'cd', (100, 97) 'da' and (97, 98) 'ab' tie at 2: the pair that occurs first "
+         "wins, not the smallest pair or the last one seen."),
         (("aaabdaaabac", 3), [(97, 97), (256, 97), (257, 98)],
          "'aa' (97, 97) occurs 4 times -> 256; then (256, 97) and (97, 98) tie at 2 and (256, 97) "
          "occurs first -> 257; then (257, 98) -> 258."),
-        (("aaabcbc", 1), [(97, 97)],
-         "pairs overlap: 'aaa' holds (97, 97) twice, tying with (98, 99), and it occurs first."),
+        (("aaaaabcbcbc", 1), [(97, 97)],
+         "pairs overlap: 'aaaaa' holds (97, 97) four times, beating (98, 99) with three; counted "
+         "without overlap it would have only two."),
         (("aaaa", 5), [(97, 97), (256, 256)],
          "[97, 97, 97, 97] -> [256, 256] -> [257]: one id left, no pair, stop early."),
         (("é", 3), [(195, 169)], "BPE works on UTF-8 bytes: 'é' is the two bytes 195, 169."),

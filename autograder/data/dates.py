@@ -1,7 +1,7 @@
 """The date-normalisation task of Chapters 4, 5 and 9: many surface forms → ISO ``YYYY-MM-DD``.
 
 Every pair is generated from a seeded :class:`random.Random`, so a split is a seed and nothing is
-downloaded or stored. The inputs range from 8 characters (``21.11.26``) to over 60 (``the
+downloaded or stored. The inputs range from 6 characters (``1/1/50``) to over 60 (``the
 twenty-first of November, two thousand twenty-six``) while every output has 10 characters, which
 is what makes the fixed-size context of a plain encoder–decoder (Chapter 4) visibly run out and
 attention (Chapter 5) pay off.

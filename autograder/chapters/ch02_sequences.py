@@ -1,0 +1,535 @@
+"""Chapter 2 — sequences, windows, padding and masks: public checks and hidden cases.
+
+The ``check_*`` functions run in the student's notebook on small examples that can be checked
+by hand and on properties every correct answer has (a sentence gets the same result alone or
+padded in a batch). ``CASES`` is what the grader runs: the same calls on random inputs, compared
+with the reference notebook's results. As in Chapter 1, this module holds no reference solution:
+hints recognise the symptoms of typical mistakes from the expected value and the inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..spec import Case, Hint, passed
+from .ch01_tokens import _call, _expect, _int, _tensor
+
+
+# ----------------------------------------------------------------------------------------
+# Hints: each recognises one typical mistake from (got, expected, args)
+# ----------------------------------------------------------------------------------------
+
+def _pair(x: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``x`` as (padded, mask) tensors on the CPU, or None."""
+    if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(t, torch.Tensor) for t in x):
+        return _tensor(x[0]), _tensor(x[1])
+    return None
+
+
+def _left_padded(got: Any, exp: Any, args: tuple) -> bool:
+    """Every sequence sits at the end of its row instead of the start."""
+    g = _pair(got)
+    if g is None or g[0].shape != exp[0].shape:
+        return False
+    T = g[0].shape[1]
+    return not torch.equal(g[0], _tensor(exp[0])) and all(
+        torch.equal(g[0][b, T - len(s):], _tensor(s)) for b, s in enumerate(args[0]))
+
+
+def _mask_inverted(got: Any, exp: Any, args: tuple) -> bool:
+    g = _pair(got)
+    return g is not None and g[1].shape == exp[1].shape and exp[1].numel() > 0 and torch.equal(
+        g[1].bool(), ~_tensor(exp[1]))
+
+
+def _mask_not_bool(got: Any, exp: Any, args: tuple) -> bool:
+    g = _pair(got)
+    return (g is not None and g[1].dtype != torch.bool and g[1].shape == exp[1].shape
+            and torch.equal(g[1] != 0, _tensor(exp[1])))
+
+
+def _pad_value_ignored(got: Any, exp: Any, args: tuple) -> bool:
+    g = _pair(got)
+    if g is None or len(args) < 2 or args[1] == 0 or g[0].shape != exp[0].shape:
+        return False
+    pads = ~_tensor(exp[1])
+    return bool(pads.any()) and bool((g[0][pads] == 0).all())
+
+
+def _wrong_device(got: Any, exp: Any, args: tuple) -> bool:
+    items = got if isinstance(got, (tuple, list)) else [got]
+    wanted = exp if isinstance(exp, (tuple, list)) else [exp]
+    return any(isinstance(g, torch.Tensor) and g.device.type != e.device.type
+               for g, e in zip(items, wanted))
+
+
+PAD_LEFT = Hint(
+    "your sequences end at the last column: pad at the END, so that every sequence starts at "
+    "position 0 (padded[b, :len(s)] = s).",
+    _left_padded)
+PAD_MASK_INVERTED = Hint(
+    "the mask is inverted: it is True at the REAL positions and False at the padding.",
+    _mask_inverted)
+PAD_MASK_DTYPE = Hint(
+    "the mask must have dtype torch.bool (e.g. torch.zeros(B, T, dtype=torch.bool)), "
+    "not 0/1 numbers.",
+    _mask_not_bool)
+PAD_VALUE = Hint(
+    "the padding must hold pad_value, not 0 (e.g. seqs[0].new_full((B, T, ...), pad_value)).",
+    _pad_value_ignored)
+DEVICE = Hint(
+    "create new tensors on the inputs' device: x.new_zeros(...), seqs[0].new_full(...) or "
+    "device=x.device (a bare torch.zeros(...) lives on the CPU).",
+    _wrong_device)
+PAD_HINTS = (PAD_LEFT, PAD_MASK_INVERTED, PAD_MASK_DTYPE, PAD_VALUE, DEVICE)
+
+
+def _blocks(x: torch.Tensor, C: int) -> torch.Tensor:
+    """(B, T, n·C) -> (B, T, n, C): the window's vectors, one per block."""
+    return x.reshape(*x.shape[:2], -1, C)
+
+
+def _window_parts(got: Any, exp: Any, args: tuple) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
+    g = _tensor(got)
+    if g is None or g.shape != exp.shape or not g.dtype.is_floating_point:
+        return None
+    return g.double(), _tensor(exp).double(), args[0].shape[-1], args[1]
+
+
+def _edges_wrapped(got: Any, exp: Any, args: tuple) -> bool:
+    """The inner positions are right, the first and last k are not (wrapped around, or cut)."""
+    parts = _window_parts(got, exp, args)
+    if parts is None:
+        return False
+    g, e, C, k = parts
+    T = g.shape[1]
+    if k == 0 or T <= 2 * k or torch.allclose(g, e):
+        return False
+    inner = slice(k, T - k)
+    return torch.allclose(g[:, inner], e[:, inner]) and not torch.allclose(g, e)
+
+
+def _window_reversed(got: Any, exp: Any, args: tuple) -> bool:
+    parts = _window_parts(got, exp, args)
+    if parts is None or parts[3] == 0:
+        return False
+    g, e, C, _ = parts
+    return not torch.allclose(g, e) and torch.allclose(_blocks(g, C).flip(2), _blocks(e, C))
+
+
+def _window_interleaved(got: Any, exp: Any, args: tuple) -> bool:
+    parts = _window_parts(got, exp, args)
+    if parts is None or parts[2] == 1 or parts[3] == 0:
+        return False
+    g, e, C, k = parts
+    interleaved = _blocks(e, C).transpose(2, 3).reshape(e.shape)  # feature-major order
+    return torch.allclose(g, interleaved)
+
+
+def _window_cut(got: Any, exp: Any, args: tuple) -> bool:
+    g = _tensor(got)
+    k, T = args[1], exp.shape[1]
+    return g is not None and g.dim() == 3 and g.shape[1] == max(T - 2 * k, 0) != T
+
+
+WINDOW_EDGES = Hint(
+    "the inner positions are right but the first and last k are not: beyond the ends of the "
+    "sequence the window holds vectors of zeros (pad k zero vectors on both sides first); "
+    "do not wrap around (torch.roll brings the last positions to the front).",
+    _edges_wrapped)
+WINDOW_ORDER = Hint(
+    "the window's vectors are in reverse order: start with position t - k and end with t + k.",
+    _window_reversed)
+WINDOW_INTERLEAVED = Hint(
+    "the numbers are right but interleaved feature by feature: concatenate whole vectors "
+    "(torch.cat(..., dim=-1)), so the first C numbers are x[:, t - k], the next C x[:, t - k + 1] ... "
+    "(torch.stack(..., dim=-1).flatten(2) interleaves them).",
+    _window_interleaved)
+WINDOW_CUT = Hint(
+    "the output has T - 2k positions: positions near the ends keep their place, with zero "
+    "vectors for the neighbours that do not exist, so the output has T positions like x.",
+    _window_cut)
+WINDOW_HINTS = (WINDOW_EDGES, WINDOW_ORDER, WINDOW_INTERLEAVED, WINDOW_CUT, DEVICE)
+
+
+def _not_squashed(got: Any, exp: Any, args: tuple) -> bool:
+    """Some logit lies farther from b2 than any hidden vector in [-1, 1]^H can reach."""
+    g = _tensor(got)
+    if g is None or g.shape != exp.shape or not g.dtype.is_floating_point:
+        return False
+    W2, b2 = _tensor(args[4]).double(), _tensor(args[5]).double()
+    reach = W2.abs().sum(dim=0)  # (n_tags,): the largest |h @ W2| with |h| <= 1
+    return bool(((g.double() - b2).abs() > reach * (1 + 1e-3) + 1e-6).any())
+
+
+def _shape_is_hidden(got: Any, exp: Any, args: tuple) -> bool:
+    g = _tensor(got)
+    return g is not None and tuple(g.shape) == (*exp.shape[:2], args[2].shape[1]) != tuple(exp.shape)
+
+
+TAGGER_TANH = Hint(
+    "some logits are larger than any hidden layer with values in [-1, 1] allows: did you apply "
+    "tanh to the hidden layer, h = tanh(f @ W1 + b1), before the output layer?",
+    _not_squashed)
+TAGGER_OUTPUT = Hint(
+    "the result has H features per position: apply the output layer too, h @ W2 + b2 gives "
+    "n_tags scores per position.",
+    _shape_is_hidden)
+TAGGER_HINTS = (TAGGER_TANH, TAGGER_OUTPUT, DEVICE)
+
+
+def _plain_mean(got: Any, exp: Any, args: tuple) -> bool:
+    x = _tensor(args[0]).double()
+    return _close(got, x.mean(dim=1))
+
+
+def _sum_over_T(got: Any, exp: Any, args: tuple) -> bool:
+    x, m = _tensor(args[0]).double(), _tensor(args[1]).double().unsqueeze(-1)
+    return _close(got, (x * m).sum(dim=1) / x.shape[1])
+
+
+def _nan_for_empty(got: Any, exp: Any, args: tuple) -> bool:
+    g = _tensor(got)
+    return g is not None and g.shape == exp.shape and bool(g.isnan().any()) and not bool(
+        _tensor(exp).isnan().any())
+
+
+def _close(got: Any, target: torch.Tensor) -> bool:
+    g = _tensor(got)
+    return (g is not None and g.shape == target.shape and g.dtype.is_floating_point
+            and torch.allclose(g.double(), target, rtol=1e-4, atol=1e-5))
+
+
+MEAN_PADDING = Hint(
+    "this is the plain mean over all T positions, padding included: sum only the real "
+    "positions (multiply by the mask) and divide by how many there are.",
+    _plain_mean)
+MEAN_DIVIDE_BY_T = Hint(
+    "you summed only the real positions but divided by T: divide by the number of real "
+    "positions of each sequence, mask.sum(dim=1).",
+    _sum_over_T)
+MEAN_EMPTY = Hint(
+    "nan appears for a sequence whose mask is all False (0 / 0): divide by the count "
+    "clamped from below, count.clamp_min(1), so it gives zeros.",
+    _nan_for_empty)
+
+
+def _prefix_mean(got: Any, exp: Any, args: tuple) -> bool:
+    """The mean of the first mask.sum() positions, as if every mask were a prefix."""
+    x, m = _tensor(args[0]).double(), _tensor(args[1])
+    counts = m.sum(dim=1).tolist()
+    if torch.equal(m, torch.arange(m.shape[1]) < m.sum(dim=1, keepdim=True)):
+        return False  # the mask is a prefix: nothing to tell apart
+    target = torch.stack([x[b, :n].mean(dim=0) if n else torch.zeros(x.shape[2], dtype=x.dtype)
+                          for b, n in enumerate(counts)])
+    return _close(got, target)
+
+
+MEAN_PREFIX = Hint(
+    "you averaged the first mask.sum() positions, but the mask can have holes: use the mask "
+    "itself to choose the positions, not only the count of True values.",
+    _prefix_mean)
+MEAN_HINTS = (MEAN_PADDING, MEAN_DIVIDE_BY_T, MEAN_EMPTY, MEAN_PREFIX, DEVICE)
+
+
+# ----------------------------------------------------------------------------------------
+# Public checks (run in the student's notebook)
+# ----------------------------------------------------------------------------------------
+
+def _t(values: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype)
+
+
+def check_pad_sequences(pad_sequences: Callable) -> None:
+    """Hand-checkable batches, a pad value, vectors per position and an empty sequence."""
+    T, Fa = True, False
+    examples = [
+        (([_t([5, 6, 7]), _t([8]), _t([9, 4])],),
+         (_t([[5, 6, 7], [8, 0, 0], [9, 4, 0]]), _t([[T, T, T], [T, Fa, Fa], [T, T, Fa]])),
+         "each row starts with its sequence and is padded at the end; the mask is True where "
+         "the row holds a real value."),
+        (([_t([1.5]), _t([2.5, 3.5])], -1.0),
+         (_t([[1.5, -1.0], [2.5, 3.5]]), _t([[T, Fa], [T, T]])),
+         "padding holds pad_value (here -1.0) and keeps the inputs' dtype (float32)."),
+        (([_t([[1., 2.], [3., 4.]]), _t([[5., 6.]])],),
+         (_t([[[1., 2.], [3., 4.]], [[5., 6.], [0., 0.]]]), _t([[T, T], [T, Fa]])),
+         "sequences of vectors (L, C): a whole zero vector per padded position; the mask stays (B, T)."),
+        (([_t([3, 1]), torch.zeros(0, dtype=torch.long)],),
+         (_t([[3, 1], [0, 0]]), _t([[T, T], [Fa, Fa]])),
+         "an empty sequence is a row of padding with a mask of all False."),
+        (([_t([7, 7, 7])],), (_t([[7, 7, 7]]), _t([[T, T, T]])),
+         "a single sequence needs no padding: a (1, T) batch."),
+    ]
+    for args, expected, why in examples:
+        shown = f"pad_sequences({', '.join(_show(a) for a in args)})"
+        _expect(_call(pad_sequences, shown, *args), expected, shown, why, PAD_HINTS, args)
+    passed("pad_sequences", len(examples))
+
+
+def _show(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"tensor({x.tolist()})"
+    if isinstance(x, list):
+        return "[" + ", ".join(_show(v) for v in x) + "]"
+    return repr(x)
+
+
+def check_window_features(window_features: Callable) -> None:
+    """The worked example, k = 0, vectors of size 2, a window wider than the sequence, a batch."""
+    x = _t([[[1.], [2.], [3.], [4.]]])
+    pair = _t([[[1., 10.], [2., 20.], [3., 30.]]])
+    examples = [
+        ((x, 1), _t([[[0., 1., 2.], [1., 2., 3.], [2., 3., 4.], [3., 4., 0.]]]),
+         "position t holds x[t-1], x[t], x[t+1], with zeros beyond both ends."),
+        ((x, 0), x, "k = 0: each position alone, the input itself."),
+        ((pair, 1), _t([[[0., 0., 1., 10., 2., 20.], [1., 10., 2., 20., 3., 30.],
+                         [2., 20., 3., 30., 0., 0.]]]),
+         "whole vectors side by side: [x[t-1]; x[t]; x[t+1]], each of C = 2 numbers."),
+        ((_t([[[1.], [2.]]]), 2), _t([[[0., 0., 1., 2., 0.], [0., 1., 2., 0., 0.]]]),
+         "k = 2 with T = 2: the window reaches past both ends; never wrap around."),
+        ((torch.stack([x[0], -x[0]]), 1),
+         torch.stack([_t([[0., 1., 2.], [1., 2., 3.], [2., 3., 4.], [3., 4., 0.]]),
+                      -_t([[0., 1., 2.], [1., 2., 3.], [2., 3., 4.], [3., 4., 0.]])]),
+         "two sequences in a batch: each one's windows use only its own positions."),
+    ]
+    for args, expected, why in examples:
+        shown = f"window_features({_show(args[0])}, k={args[1]})"
+        _expect(_call(window_features, shown, *args), expected, shown, why, WINDOW_HINTS, args)
+    x64 = torch.arange(1, 25, dtype=torch.float64).reshape(2, 4, 3)
+    shown = "y = window_features(x, k=1) for a float64 x of shape (2, 4, 3)"
+    y = _call(window_features, shown, x64, 1)
+    _expect(tuple(y.shape) if isinstance(y, torch.Tensor) else y, (2, 4, 9), shown + "; y.shape",
+            "(2k + 1)·C = 9 features per position.", WINDOW_HINTS, (x64, 1))
+    blocks = [(y[:, :, 3:6], x64, "the middle block is the position itself, in x's dtype"),
+              (y[:, 1:, 0:3], x64[:, :-1], "the first block is the left neighbour"),
+              (y[:, :-1, 6:9], x64[:, 1:], "the last block is the right neighbour"),
+              (y[:, 0, 0:3], torch.zeros(2, 3, dtype=torch.float64), "position 0 has zeros on its left")]
+    for got, expected, why in blocks:
+        _expect(got, expected, "a block of y", why + ".")
+    passed("window_features", len(examples) + 1)
+
+
+def _identity_tagger() -> tuple:
+    """d = 1, E = [[0], [1], [2]], identity layers: logits = tanh(window of the ids' values)."""
+    E = _t([[0.], [1.], [2.]])
+    eye = torch.eye(3)
+    return E, eye, torch.zeros(3), eye, torch.zeros(3), 1
+
+
+def check_window_tagger(window_tagger: Callable) -> None:
+    """The worked example, k = 0 as a per-token classifier, and padding that changes nothing."""
+    E, W1, b1, W2, b2, k = _identity_tagger()
+    ids = _t([[1, 2]])
+    args = (ids, E, W1, b1, W2, b2, k)
+    shown = "window_tagger([[1, 2]], E=[[0.], [1.], [2.]], identity W1 and W2, zero biases, k=1)"
+    _expect(_call(window_tagger, shown, *args), torch.tanh(_t([[[0., 1., 2.], [1., 2., 0.]]])),
+            shown, "the windows are [0, 1, 2] and [1, 2, 0]; the logits are their tanh.",
+            TAGGER_HINTS, args)
+
+    g = torch.Generator().manual_seed(0)
+    V, d, H, n = 6, 3, 5, 4
+    E = torch.randn(V, d, generator=g)
+    E[0] = 0  # the <pad> row, as nn.Embedding(V, d, padding_idx=0) keeps it
+    W1, b1 = torch.randn(3 * d, H, generator=g), torch.randn(H, generator=g)
+    W2, b2 = torch.randn(H, n, generator=g), torch.randn(n, generator=g)
+    ids = _t([[3, 1, 4, 5, 2]])
+    args = (ids, E, W1[d:2 * d], b1, W2, b2, 0)
+    shown = "window_tagger(ids, E, W1, b1, W2, b2, k=0)"
+    _expect(_call(window_tagger, shown, *args), torch.tanh(E[ids] @ W1[d:2 * d] + b1) @ W2 + b2,
+            shown, "with k = 0 the window is the word alone: a per-token classifier "
+            "tanh(E[ids] @ W1 + b1) @ W2 + b2.", TAGGER_HINTS, args)
+
+    shown = "window_tagger(ids, E, W1, b1, W2, b2, k=1)"
+    alone = _call(window_tagger, shown, ids, E, W1, b1, W2, b2, 1)
+    batch = _t([[3, 1, 4, 5, 2, 0, 0], [2, 2, 0, 0, 0, 0, 0]])
+    shown_batch = "window_tagger(the same sentence padded to T=7 in a batch of 2, ..., k=1)"
+    together = _call(window_tagger, shown_batch, batch, E, W1, b1, W2, b2, 1)
+    _expect(together[:1, :5] if isinstance(together, torch.Tensor) and together.dim() == 3
+            else together, alone, shown_batch + "[:1, :5]",
+            "with a zero <pad> row, padding a sentence in a batch does not change its logits "
+            "(nor does the other sentence).", TAGGER_HINTS, (batch, E, W1, b1, W2, b2, 1))
+    passed("window_tagger", 3)
+
+
+def check_masked_mean(masked_mean: Callable) -> None:
+    """The worked example, an empty sequence, and more padding that changes nothing."""
+    T, Fa = True, False
+    examples = [
+        ((_t([[[1., 2.], [3., 4.], [100., 100.]]]), _t([[T, T, Fa]])), _t([[2., 3.]]),
+         "mean of the two real vectors [1, 2] and [3, 4]; the padded [100, 100] is left out."),
+        ((_t([[[1.], [5.]], [[2.], [4.]]]), _t([[T, Fa], [T, T]])), _t([[1.], [3.]]),
+         "each sequence is averaged over its own real positions: 1 alone, (2 + 4) / 2."),
+        ((_t([[[7., -7.]], [[3., 3.]]]), _t([[Fa], [T]])), _t([[0., 0.], [3., 3.]]),
+         "a sequence with no real position gives zeros, not nan (divide by max(1, count))."),
+        ((_t([[[1.], [2.], [6.], [0.], [0.]]], torch.float64), _t([[T, T, T, Fa, Fa]])),
+         _t([[3.]], torch.float64), "extra padding changes nothing; the dtype stays float64."),
+    ]
+    for args, expected, why in examples:
+        shown = f"masked_mean({_show(args[0])}, {_show(args[1])})"
+        _expect(_call(masked_mean, shown, *args), expected, shown, why, MEAN_HINTS, args)
+    passed("masked_mean", len(examples))
+
+
+# ----------------------------------------------------------------------------------------
+# Hidden cases: random inputs from the grader's seeded generator (CPU), never the global RNG
+# ----------------------------------------------------------------------------------------
+
+def _lengths(g: torch.Generator, B: int, lo: int, hi: int) -> list[int]:
+    return [_int(g, lo, hi) for _ in range(B)]
+
+
+def _pad_ints(g):
+    return ([torch.randint(0, 50, (L,), generator=g) for L in _lengths(g, _int(g, 2, 6), 1, 9)],)
+
+
+def _pad_vectors(g):
+    C = _int(g, 1, 5)
+    return [torch.randn(L, C, generator=g) for L in _lengths(g, _int(g, 2, 6), 1, 8)], 0.0
+
+
+def _pad_value_f64(g):
+    seqs = [torch.randn(L, generator=g, dtype=torch.float64) for L in _lengths(g, 4, 1, 7)]
+    seqs[_int(g, 0, 4)] = seqs[0][:1].clone()  # one sequence of length 1 somewhere
+    return seqs, -1.5
+
+
+def _pad_empty(g):
+    seqs = [torch.randint(1, 9, (L,), generator=g) for L in _lengths(g, 3, 2, 6)]
+    seqs.insert(_int(g, 0, 4), torch.zeros(0, dtype=torch.long))
+    return seqs, _int(g, 1, 5)
+
+
+def _pad_single(g):
+    return [torch.randn(_int(g, 1, 6), 2, 2, generator=g)], 7.0
+
+
+def _x(g, B, T, C, dtype=torch.float32):
+    return torch.randn(B, T, C, generator=g, dtype=dtype)
+
+
+def _window_random(g):
+    return _x(g, _int(g, 1, 4), _int(g, 5, 12), _int(g, 1, 5)), _int(g, 1, 4)
+
+
+def _window_c1(g):
+    return _x(g, 2, _int(g, 4, 9), 1), 1
+
+
+def _window_k0(g):
+    return _x(g, 2, _int(g, 2, 7), 3), 0
+
+
+def _window_wide(g):
+    T = _int(g, 1, 4)
+    return _x(g, 2, T, 2, torch.float64), T + _int(g, 0, 3)  # k >= T: past both ends
+
+
+def _window_t1(g):
+    return _x(g, 3, 1, _int(g, 1, 4)), _int(g, 1, 3)
+
+
+def _tagger_args(g, B, T, V, d, H, n, k, dtype=torch.float32, zero_pad=True):
+    lengths = _lengths(g, B, 1, T + 1)
+    lengths[0] = T
+    ids = torch.randint(1, V, (B, T), generator=g)
+    for b, L in enumerate(lengths):
+        ids[b, L:] = 0
+    E = torch.randn(V, d, generator=g, dtype=dtype)
+    if zero_pad:
+        E[0] = 0
+    W1 = torch.randn((2 * k + 1) * d, H, generator=g, dtype=dtype) / ((2 * k + 1) * d) ** 0.5
+    return (ids, E, W1, torch.randn(H, generator=g, dtype=dtype) * 0.1,
+            torch.randn(H, n, generator=g, dtype=dtype), torch.randn(n, generator=g, dtype=dtype), k)
+
+
+def _tagger_random(g):
+    return _tagger_args(g, _int(g, 2, 5), _int(g, 4, 10), _int(g, 5, 20), _int(g, 2, 6),
+                        _int(g, 3, 9), _int(g, 2, 8), _int(g, 1, 3))
+
+
+def _tagger_pad_row(g):
+    return _tagger_args(g, 3, _int(g, 3, 8), 8, 3, 4, 5, 1, zero_pad=False)
+
+
+def _tagger_k0(g):
+    return _tagger_args(g, 2, _int(g, 2, 6), 7, 4, 6, 3, 0)
+
+
+def _tagger_f64(g):
+    return _tagger_args(g, 2, _int(g, 3, 7), 9, 3, 5, 4, 2, torch.float64)
+
+
+def _tagger_tiny(g):
+    return _tagger_args(g, 1, 1, 4, 2, 3, 2, _int(g, 1, 3))
+
+
+def _mask(g, B, T, lo=1):
+    lengths = torch.tensor(_lengths(g, B, lo, T + 1))
+    lengths[0] = T
+    return torch.arange(T) < lengths[:, None]  # (B, T)
+
+
+def _mean_random(g):
+    B, T = _int(g, 2, 6), _int(g, 3, 10)
+    return _x(g, B, T, _int(g, 1, 6)), _mask(g, B, T)
+
+
+def _mean_empty(g):
+    B, T = 4, _int(g, 2, 6)
+    mask = _mask(g, B, T, lo=0)
+    mask[_int(g, 1, B)] = False
+    return _x(g, B, T, 3) * 10, mask
+
+
+def _mean_f64(g):
+    B, T = 3, _int(g, 2, 8)
+    return _x(g, B, T, 2, torch.float64), _mask(g, B, T)
+
+
+def _mean_full(g):
+    B, T = 2, _int(g, 1, 5)
+    return _x(g, B, T, _int(g, 1, 4)), torch.ones(B, T, dtype=torch.bool)
+
+
+def _mean_holes(g):
+    B, T = 3, 6
+    return _x(g, B, T, 2), torch.rand(B, T, generator=g) < 0.5  # any pattern, not only a prefix
+
+
+CASES: dict[str, list[Case]] = {
+    "test_pad_sequences": [
+        Case("pad_sequences", _pad_ints, "2-5 int64 sequences of lengths 1-8, default pad_value",
+             PAD_HINTS),
+        Case("pad_sequences", _pad_vectors, "float32 sequences of vectors (L, C)", PAD_HINTS),
+        Case("pad_sequences", _pad_value_f64, "float64 with pad_value -1.5 and a length-1 sequence",
+             PAD_HINTS),
+        Case("pad_sequences", _pad_empty, "an empty sequence in the batch, integer pad_value",
+             PAD_HINTS),
+        Case("pad_sequences", _pad_single, "a single sequence of shape (L, 2, 2)", PAD_HINTS),
+    ],
+    "test_window_features": [
+        Case("window_features", _window_random, "random (B, T, C) float32 with k of 1-3",
+             WINDOW_HINTS),
+        Case("window_features", _window_c1, "C = 1, k = 1", WINDOW_HINTS),
+        Case("window_features", _window_k0, "k = 0", WINDOW_HINTS),
+        Case("window_features", _window_wide, "float64 with k >= T (window wider than the sequence)",
+             WINDOW_HINTS),
+        Case("window_features", _window_t1, "T = 1", WINDOW_HINTS),
+    ],
+    "test_window_tagger": [
+        Case("window_tagger", _tagger_random, "random sizes, padded batch, k of 1-2", TAGGER_HINTS),
+        Case("window_tagger", _tagger_pad_row, "a non-zero <pad> row in E", TAGGER_HINTS),
+        Case("window_tagger", _tagger_k0, "k = 0 (a per-token classifier)", TAGGER_HINTS),
+        Case("window_tagger", _tagger_f64, "float64 weights, k = 2", TAGGER_HINTS),
+        Case("window_tagger", _tagger_tiny, "one sentence of one word, k of 1-2", TAGGER_HINTS),
+    ],
+    "test_masked_mean": [
+        Case("masked_mean", _mean_random, "random lengths, float32", MEAN_HINTS),
+        Case("masked_mean", _mean_empty, "a sequence with no real position", MEAN_HINTS),
+        Case("masked_mean", _mean_f64, "float64", MEAN_HINTS),
+        Case("masked_mean", _mean_full, "no padding at all", MEAN_HINTS),
+        Case("masked_mean", _mean_holes, "a mask with holes, not only a prefix", MEAN_HINTS),
+    ],
+}

@@ -1,0 +1,564 @@
+"""Chapter 5 — attention in the encoder–decoder: public checks and hidden cases.
+
+The ``check_*`` functions run in the student's notebook, on examples small enough to verify by
+hand and on properties every correct answer has (the general score with ``W_a = I`` is the dot
+score; concat with ``W_a = [W_q W_k]`` is Bahdanau's additive score; weights that pick one
+position give that position's value). ``CASES`` is what the grader runs on random inputs. The
+module holds no reference solution: hints recognise the symptoms of typical mistakes.
+
+Shapes follow the exercise: query ``h`` (B, d_q), encoder states ``H`` (B, S, d_k), ``mask``
+(B, S) boolean with ``True`` at real source positions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..spec import Case, CheckFailed, Hint, passed
+from .ch01_tokens import _call, _close, _expect, _int, _tensor
+
+# ----------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------
+
+
+def _cpu64(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().cpu().double()
+
+
+def _shape_is(got: Any, shape: tuple[int, ...]) -> bool:
+    return isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(shape)
+
+
+def _differs(got: Any, exp: torch.Tensor) -> bool:
+    """Same shape, values clearly different (a hint about values, not about shapes)."""
+    t = _tensor(got)
+    return (t is not None and t.shape == exp.shape and t.dtype.is_floating_point
+            and not torch.allclose(t.double(), _cpu64(exp), rtol=1e-3, atol=1e-4, equal_nan=True))
+
+
+def _lengths_mask(lengths: torch.Tensor, S: int) -> torch.Tensor:
+    """(B,) lengths -> (B, S) bool, True at the first ``length`` positions of each row."""
+    return torch.arange(S) < lengths[:, None]
+
+
+# ----------------------------------------------------------------------------------------
+# Hints: each recognises one typical mistake from (got, expected, args)
+# ----------------------------------------------------------------------------------------
+
+def _general_transposed(args: tuple) -> torch.Tensor | None:
+    h, H, W_a = (_cpu64(a) for a in args)
+    if W_a.shape[0] != W_a.shape[1]:
+        return None
+    return torch.einsum("bq,kq,bsk->bs", h, W_a, H)  # h^T W_a^T hbar: the mistaken formula
+
+
+SCORE_SQUEEZE = Hint(
+    "the scores must have shape (B, S): one number per batch row and source position. "
+    "Squeeze the size-1 axis left by the matrix product (e.g. (B, S, 1) -> (B, S)).",
+    lambda got, exp, args: (isinstance(got, torch.Tensor) and got.shape != exp.shape
+                            and got.numel() == exp.numel()))
+DOT_SCALED = Hint(
+    "Luong's dot score is the plain dot product h·hbar_s: no division by sqrt(d) "
+    "(the 1/sqrt(d_k) scale belongs to the Transformer's scaled dot product, Chapter 6).",
+    lambda got, exp, args: _close(got, _cpu64(exp) / args[-1].shape[-1] ** 0.5)
+    or _close(got, _cpu64(exp) / args[0].shape[-1] ** 0.5))
+GENERAL_TRANSPOSED = Hint(
+    "your scores equal h^T W_a^T hbar_s: use W_a as written, h @ W_a (shape (B, d_k)), then "
+    "the dot product with every key; not h @ W_a.T.",
+    lambda got, exp, args: (t := _general_transposed(args)) is not None and _close(got, t)
+    and _differs(got, exp))
+MULTIPLICATIVE_HINTS = (SCORE_SQUEEZE, DOT_SCALED, GENERAL_TRANSPOSED)
+
+
+def _concat_swapped(args: tuple) -> torch.Tensor | None:
+    h, H, W_a, v_a = (_cpu64(a) for a in args)
+    d_q, d_k = h.shape[-1], H.shape[-1]
+    if d_q != d_k:
+        return None
+    # [hbar_s; h] instead of [h; hbar_s]: the first d_k columns now act on the key
+    return torch.tanh(H @ W_a[:, :d_k].T + (h @ W_a[:, d_k:].T)[:, None]) @ v_a
+
+
+def _concat_no_tanh(args: tuple) -> torch.Tensor:
+    h, H, W_a, v_a = (_cpu64(a) for a in args)
+    d_q = h.shape[-1]
+    return (H @ W_a[:, d_q:].T + (h @ W_a[:, :d_q].T)[:, None]) @ v_a
+
+
+def _additive_no_tanh(args: tuple) -> torch.Tensor:
+    h, H, W_q, W_k, v = (_cpu64(a) for a in args)
+    return (H @ W_k.T + (h @ W_q.T)[:, None]) @ v
+
+
+def _additive_swapped(args: tuple) -> torch.Tensor | None:
+    h, H, W_q, W_k, v = (_cpu64(a) for a in args)
+    if W_q.shape != W_k.shape:
+        return None
+    return torch.tanh(H @ W_q.T + (h @ W_k.T)[:, None]) @ v
+
+
+CONCAT_ORDER = Hint(
+    "the query comes first: [h; hbar_s], so the first d_q columns of W_a multiply h and the "
+    "last d_k columns multiply the key. Your scores match the concatenation [hbar_s; h].",
+    lambda got, exp, args: (t := _concat_swapped(args)) is not None and _close(got, t)
+    and _differs(got, exp))
+NO_TANH = Hint(
+    "the tanh is missing: the score is v^T tanh(...), a one-hidden-layer network; without the "
+    "non-linearity it collapses to a linear function of h and hbar_s.",
+    lambda got, exp, args: _close(got, _concat_no_tanh(args) if len(args) == 4
+                                  else _additive_no_tanh(args)))
+ADDITIVE_SWAPPED = Hint(
+    "W_q acts on the query h and W_k on the keys H: your scores match W_q hbar_s + W_k h.",
+    lambda got, exp, args: len(args) == 5 and (t := _additive_swapped(args)) is not None
+    and _close(got, t) and _differs(got, exp))
+ADDITIVE_HINTS = (SCORE_SQUEEZE, CONCAT_ORDER, NO_TANH, ADDITIVE_SWAPPED)
+
+
+def _row_has_real(args: tuple) -> torch.Tensor:
+    scores, mask = args[0].cpu(), args[1].cpu()
+    return torch.broadcast_to(mask, scores.shape).any(-1)
+
+
+def _unmasked_softmax_times_mask(args: tuple) -> torch.Tensor:
+    scores, mask = _cpu64(args[0]), args[1].cpu()
+    return scores.softmax(-1) * mask
+
+
+def _masked_softmax_axis(args: tuple, dim: int) -> torch.Tensor:
+    scores, mask = _cpu64(args[0]), torch.broadcast_to(args[1].cpu(), args[0].shape)
+    return scores.masked_fill(~mask, float("-inf")).softmax(dim).nan_to_num(0.0) * mask
+
+
+WEIGHTS_AFTER_SOFTMAX = Hint(
+    "padding was zeroed after the softmax without renormalising, so the real weights no longer "
+    "sum to 1: mask the scores before the softmax (fill padding with -inf), not the weights after.",
+    lambda got, exp, args: _close(got, _unmasked_softmax_times_mask(args)))
+WEIGHTS_AXIS = Hint(
+    "the softmax runs over the wrong axis: normalise over the last axis, the source positions "
+    "(dim=-1), so that each row's weights sum to 1.",
+    lambda got, exp, args: args[0].dim() >= 2 and (
+        _close(got, _masked_softmax_axis(args, 0)) or _close(got, _masked_softmax_axis(args, -2))))
+WEIGHTS_NAN = Hint(
+    "NaN in a row without any real position: softmax of all -inf is 0/0. Such a row must come "
+    "out as all zeros (e.g. torch.nan_to_num, or torch.where on mask.any(-1)).",
+    lambda got, exp, args: bool(_tensor(got).isnan().any()) and not bool(exp.isnan().any()))
+WEIGHTS_UNIFORM_EMPTY = Hint(
+    "a row without any real position got weights 1/S (filling with a large negative number "
+    "instead of -inf leaves all entries equal): an empty row must be all zeros.",
+    lambda got, exp, args: (_shape_is(got, exp.shape) and bool((~_row_has_real(args)).any())
+                            and torch.allclose(_cpu64(got)[~_row_has_real(args)],
+                                               torch.tensor(1.0 / args[0].shape[-1]).double())))
+WEIGHTS_INVERTED = Hint(
+    "your weights are non-zero at padded positions (mask False): padding must get weight "
+    "exactly 0; the mask is True at real positions.",
+    lambda got, exp, args: (_shape_is(got, exp.shape) and bool(
+        (_cpu64(got).abs() > 0)[~torch.broadcast_to(args[1].cpu(), exp.shape)].any())))
+WEIGHTS_DTYPE = Hint(
+    "keep the dtype of the scores: do not convert to float32 (torch.softmax keeps the dtype).",
+    lambda got, exp, args: isinstance(got, torch.Tensor) and got.dtype != exp.dtype)
+WEIGHTS_HINTS = (WEIGHTS_NAN, WEIGHTS_UNIFORM_EMPTY, WEIGHTS_AFTER_SOFTMAX, WEIGHTS_AXIS,
+                 WEIGHTS_INVERTED, WEIGHTS_DTYPE)
+
+CONTEXT_BROADCAST = Hint(
+    "weights (B, S) @ values (B, S, d_v) broadcasts to (B, B, d_v): the weights need a middle "
+    "axis, (B, 1, S) @ (B, S, d_v) -> (B, 1, d_v), then drop it.",
+    lambda got, exp, args: _shape_is(got, (args[0].shape[0], *exp.shape)))
+CONTEXT_MEAN = Hint(
+    "this is the plain mean of the values: weight each value by its attention weight.",
+    lambda got, exp, args: _close(got, _cpu64(args[1]).mean(1)) and _differs(got, exp))
+CONTEXT_FEATURE_SUM = Hint(
+    "the sum runs over the source positions (axis 1 of values), leaving one vector of size d_v "
+    "per batch row; your result has one number per position.",
+    lambda got, exp, args: _shape_is(got, tuple(args[0].shape)) and tuple(args[0].shape) != tuple(exp.shape))
+CONTEXT_HINTS = (CONTEXT_BROADCAST, CONTEXT_MEAN, CONTEXT_FEATURE_SUM)
+
+
+def _parts(got: Any) -> tuple | None:
+    return tuple(got) if isinstance(got, (tuple, list)) and len(got) == 3 else None
+
+
+def _part_ok(got: Any, exp: Any, i: int) -> bool:
+    parts = _parts(got)
+    return parts is not None and _close(parts[i], _cpu64(exp[i]))
+
+
+STEP_TUPLE = Hint(
+    "return a tuple of three tensors in this order: (logits (B, V), h_t (B, d), alpha (B, S)).",
+    lambda got, exp, args: _parts(got) is None)
+STEP_GRU = Hint(
+    "h_t differs: it is the GRU cell's new state, torch.gru_cell(x_t, h_prev, W_ih, W_hh, b_ih, "
+    "b_hh) (input first, then the previous state), before any attention; return it, not the "
+    "attentional state tanh(W_c [c_t; h_t]).",
+    lambda got, exp, args: _parts(got) is not None and not _part_ok(got, exp, 1))
+STEP_ATTENTION = Hint(
+    "h_t is right but alpha differs: score the new state h_t (not h_prev: that is Bahdanau's "
+    "order, where the context feeds the RNN) with the general score h_t^T W_a hbar_s, and give "
+    "padding zero weight.",
+    lambda got, exp, args: _part_ok(got, exp, 1) and not _part_ok(got, exp, 2))
+STEP_OUTPUT = Hint(
+    "h_t and alpha are right but the logits differ: the attentional state is "
+    "tanh(W_c [c_t; h_t]) with the context first (the first d columns of W_c act on c_t), "
+    "then logits = W_o h~_t + b_o.",
+    lambda got, exp, args: _part_ok(got, exp, 1) and _part_ok(got, exp, 2)
+    and not _part_ok(got, exp, 0))
+STEP_HINTS = (STEP_TUPLE, STEP_GRU, STEP_ATTENTION, STEP_OUTPUT)
+
+
+# ----------------------------------------------------------------------------------------
+# Public checks (run in the student's notebook)
+# ----------------------------------------------------------------------------------------
+
+def _cuda_copy(args: tuple) -> tuple | None:
+    """The same arguments on the GPU, or None on a machine without one."""
+    if not torch.cuda.is_available():
+        return None
+    return tuple({k: v.cuda() for k, v in a.items()} if isinstance(a, dict) else a.cuda() for a in args)
+
+
+def check_multiplicative(dot_score: Callable, general_score: Callable) -> None:
+    """A 2-D example worked by hand, then W_a = I (general = dot), a non-square W_a and dtypes."""
+    h = torch.tensor([[1., 2.]])
+    H = torch.tensor([[[1., 0.], [0., 1.], [1., 1.]]])
+    shown = "dot_score(h=[[1, 2]], H=[[[1, 0], [0, 1], [1, 1]]])"
+    _expect(_call(dot_score, shown, h, H), torch.tensor([[1., 2., 3.]]), shown,
+            "h·(1, 0) = 1, h·(0, 1) = 2, h·(1, 1) = 3.", MULTIPLICATIVE_HINTS, (h, H))
+    W_a = torch.tensor([[1., 2.], [0., 1.]])
+    shown = "general_score(h=[[1, 2]], H=[[[1, 0], [0, 1], [1, 1]]], W_a=[[1, 2], [0, 1]])"
+    _expect(_call(general_score, shown, h, H, W_a), torch.tensor([[1., 4., 5.]]), shown,
+            "h^T W_a = [1, 4]; its dot products with the keys are 1, 4, 5.",
+            MULTIPLICATIVE_HINTS, (h, H, W_a))
+    g = torch.Generator().manual_seed(0)
+    h, H = torch.randn(2, 5, generator=g), torch.randn(2, 4, 5, generator=g)
+    shown = "general_score(<random h (2, 5)>, <random H (2, 4, 5)>, W_a=torch.eye(5))"
+    _expect(_call(general_score, shown, h, H, torch.eye(5)),
+            _call(dot_score, "dot_score(<random h (2, 5)>, <random H (2, 4, 5)>)", h, H), shown,
+            "with W_a = I the general score is the dot score.")
+    h, H = torch.tensor([[1., 0., 2.]]), torch.tensor([[[1., 1., 1., 1., 1.]]])
+    W_a = torch.arange(15.).reshape(3, 5)
+    shown = "general_score(h=[[1, 0, 2]], H=[[[1, 1, 1, 1, 1]]], W_a=torch.arange(15.).reshape(3, 5))"
+    _expect(_call(general_score, shown, h, H, W_a), torch.tensor([[130.]]), shown,
+            "d_q = 3 and d_k = 5 differ: h^T W_a = row 0 + 2 * row 2 = [20, 23, 26, 29, 32], "
+            "whose dot product with a key of ones is 130; B = S = 1 keeps shape (1, 1).",
+            MULTIPLICATIVE_HINTS, (h, H, W_a))
+    h, H = torch.randn(3, 6, generator=g, dtype=torch.float64), torch.randn(3, 2, 6, generator=g, dtype=torch.float64)
+    shown = "dot_score(<float64 h (3, 6)>, <float64 H (3, 2, 6)>)"
+    _expect(_call(dot_score, shown, h, H), torch.einsum("bd,bsd->bs", h, H), shown,
+            "float64 in, float64 out, (B, S) = (3, 2).", MULTIPLICATIVE_HINTS, (h, H))
+    count = 5
+    if (on_gpu := _cuda_copy((h, H))) is not None:  # the grader may run your code on a GPU
+        shown = "dot_score(<h on cuda>, <H on cuda>)"
+        _expect(_call(dot_score, shown, *on_gpu), torch.einsum("bd,bsd->bs", *on_gpu), shown,
+                "the scores live on the device of the inputs.")
+        count += 1
+    passed("dot_score/general_score", count)
+
+
+def check_additive(concat_score: Callable, additive_score: Callable) -> None:
+    """The 1-D example worked by hand, then concat with W_a = [W_q W_k] equals additive."""
+    h, H = torch.tensor([[0.5]]), torch.tensor([[[0.5], [0.]]])
+    W_a, v_a = torch.tensor([[1., -1.]]), torch.tensor([2.])
+    expected = torch.tensor([[0., 2 * torch.tanh(torch.tensor(0.5)).item()]])
+    shown = "concat_score(h=[[0.5]], H=[[[0.5], [0.]]], W_a=[[1, -1]], v_a=[2])"
+    _expect(_call(concat_score, shown, h, H, W_a, v_a), expected, shown,
+            "W_a [h; hbar_s] = h - hbar_s, so the scores are 2 tanh(0) = 0 and 2 tanh(0.5) = 0.9242.",
+            ADDITIVE_HINTS, (h, H, W_a, v_a))
+    W_q, W_k, v = torch.tensor([[1.]]), torch.tensor([[-1.]]), torch.tensor([2.])
+    shown = "additive_score(h=[[0.5]], H=[[[0.5], [0.]]], W_q=[[1]], W_k=[[-1]], v=[2])"
+    _expect(_call(additive_score, shown, h, H, W_q, W_k, v), expected, shown,
+            "W_q h + W_k hbar_s = h - hbar_s: the same scores, 0 and 0.9242.",
+            ADDITIVE_HINTS, (h, H, W_q, W_k, v))
+    g = torch.Generator().manual_seed(0)
+    B, S, d_q, d_k, d_a = 2, 5, 3, 4, 6
+    h, H = torch.randn(B, d_q, generator=g), torch.randn(B, S, d_k, generator=g)
+    W_q, W_k, v = (torch.randn(d_a, d_q, generator=g), torch.randn(d_a, d_k, generator=g),
+                   torch.randn(d_a, generator=g))
+    args = (h, H, W_q, W_k, v)
+    shown = "additive_score(<random h (2, 3)>, <random H (2, 5, 4)>, W_q (6, 3), W_k (6, 4), v (6,))"
+    got = _call(additive_score, shown, *args)
+    if not _shape_is(got, (B, S)):
+        raise CheckFailed(f"{shown}: expected a tensor of shape (2, 5), got "
+                          f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+    args = (h, H, torch.cat([W_q, W_k], dim=1), v)
+    shown = "concat_score(h, H, W_a=torch.cat([W_q, W_k], dim=1), v_a=v) on the same random input"
+    _expect(_call(concat_score, shown, *args), got, shown,
+            "W_a [h; hbar_s] = W_q h + W_k hbar_s when W_a = [W_q W_k]: the two scores agree.",
+            ADDITIVE_HINTS, args)
+    count = 3
+    if (on_gpu := _cuda_copy(args)) is not None:
+        shown = "concat_score(<inputs on cuda>)"
+        _expect(_call(concat_score, shown, *on_gpu), got.cuda(), shown,
+                "the scores live on the device of the inputs.")
+        count += 1
+    passed("concat_score/additive_score", count)
+
+
+def check_attention_weights(attention_weights: Callable) -> None:
+    """A row worked by hand, an empty row, huge scores, (B, T, S) with a (B, 1, S) mask."""
+    examples = [
+        (torch.tensor([[1., 2., 3.]]), torch.tensor([[True, True, False]]),
+         torch.tensor([[0.2689414, 0.7310586, 0.]]),
+         "the softmax of [1, 2] is [0.2689, 0.7311]; the padded position gets 0."),
+        (torch.tensor([[0., 0.], [5., -5.]]), torch.tensor([[False, False], [True, True]]),
+         torch.tensor([[0., 0.], [0.9999546, 0.0000454]]),
+         "row 0 has no real position (an empty source): all zeros, not NaN and not [0.5, 0.5]."),
+        (torch.tensor([[1e4, -1e4, 1e4]]), torch.tensor([[True, True, True]]),
+         torch.tensor([[0.5, 0., 0.5]]),
+         "scores of +-1e4 must not overflow: softmax subtracts the row maximum first "
+         "(torch.softmax does)."),
+        (torch.tensor([[[3., 1., 0.]], [[2., 2., 7.]]]).expand(2, 2, 3),
+         torch.tensor([[[True, True, True]], [[True, True, False]]]),
+         torch.tensor([[[0.8437947, 0.1141952, 0.0420101]] * 2, [[0.5, 0.5, 0.]] * 2]),
+         "scores (B, T, S) = (2, 2, 3) with a mask (B, 1, S) that broadcasts over T."),
+    ]
+    for scores, mask, expected, why in examples:
+        shown = f"attention_weights({scores.tolist()}, mask={mask.tolist()})"
+        _expect(_call(attention_weights, shown, scores, mask), expected, shown, why,
+                WEIGHTS_HINTS, (scores, mask))
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    shown = "attention_weights(<random float64 (3, 7)>, mask=all True)"
+    _expect(_call(attention_weights, shown, scores, mask), torch.softmax(scores, -1), shown,
+            "without padding this is torch.softmax(scores, dim=-1), dtype float64.",
+            WEIGHTS_HINTS, (scores, mask))
+    count = len(examples) + 1
+    if (on_gpu := _cuda_copy((scores, mask))) is not None:
+        shown = "attention_weights(<scores on cuda>, <mask on cuda>)"
+        _expect(_call(attention_weights, shown, *on_gpu), torch.softmax(on_gpu[0], -1), shown,
+                "the weights live on the device of the scores.")
+        count += 1
+    passed("attention_weights", count)
+
+
+def check_context_vector(context_vector: Callable) -> None:
+    """A weighted sum by hand, then weights that pick one position, and uniform weights."""
+    weights, values = torch.tensor([[0.25, 0.75]]), torch.tensor([[[4., 0.], [0., 8.]]])
+    shown = "context_vector([[0.25, 0.75]], [[[4, 0], [0, 8]]])"
+    _expect(_call(context_vector, shown, weights, values), torch.tensor([[1., 6.]]), shown,
+            "0.25 * (4, 0) + 0.75 * (0, 8) = (1, 6).", CONTEXT_HINTS, (weights, values))
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    pick = torch.tensor([4, 0, 2])
+    weights = F.one_hot(pick, 5).double()
+    shown = "context_vector(<one-hot weights at positions [4, 0, 2]>, <float64 values (3, 5, 4)>)"
+    _expect(_call(context_vector, shown, weights, values), values[torch.arange(3), pick], shown,
+            "weights that put all their mass on position s return the value at s.",
+            CONTEXT_HINTS, (weights, values))
+    weights = torch.full((3, 5), 0.2, dtype=torch.float64)
+    shown = "context_vector(<uniform weights 0.2>, <float64 values (3, 5, 4)>)"
+    _expect(_call(context_vector, shown, weights, values), values.mean(1), shown,
+            "uniform weights give the mean of the values.", CONTEXT_HINTS, (weights, values))
+    count = 3
+    if (on_gpu := _cuda_copy((weights, values))) is not None:
+        shown = "context_vector(<weights on cuda>, <values on cuda>)"
+        _expect(_call(context_vector, shown, *on_gpu), on_gpu[1].mean(1), shown,
+                "the context lives on the device of the inputs.")
+        count += 1
+    passed("context_vector", count)
+
+
+def _step_params(g: torch.Generator, e: int, d: int, V: int, dtype: torch.dtype = torch.float32
+                 ) -> dict[str, torch.Tensor]:
+    def w(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, dtype=dtype) / shape[-1] ** 0.5
+    return {"W_ih": w(3 * d, e), "W_hh": w(3 * d, d), "b_ih": w(3 * d), "b_hh": w(3 * d),
+            "W_a": w(d, d), "W_c": w(d, 2 * d), "W_o": w(V, d), "b_o": w(V)}
+
+
+def _step_by_modules(x_t, h_prev, H, mask, p):
+    """The step assembled from PyTorch's own layers: nn.GRUCell, scaled_dot_product_attention
+    (with scale=1 and the query h_t W_a, it computes the general score and its softmax), F.linear."""
+    cell = nn.GRUCell(x_t.shape[-1], h_prev.shape[-1], dtype=x_t.dtype)
+    with torch.no_grad():
+        for name, key in (("weight_ih", "W_ih"), ("weight_hh", "W_hh"), ("bias_ih", "b_ih"),
+                          ("bias_hh", "b_hh")):
+            getattr(cell, name).copy_(p[key])
+        h_t = cell(x_t, h_prev)
+        q = (h_t @ p["W_a"])[:, None, None]                      # (B, 1, 1, d)
+        c = F.scaled_dot_product_attention(q, H[:, None], H[:, None], attn_mask=mask[:, None, None],
+                                           scale=1.0)[:, 0, 0]   # (B, d)
+        alpha = torch.softmax((H @ q[:, 0, 0, :, None])[..., 0].masked_fill(~mask, -torch.inf), -1)
+        logits = F.linear(torch.tanh(F.linear(torch.cat([c, h_t], -1), p["W_c"])), p["W_o"], p["b_o"])
+    return logits, h_t, alpha
+
+
+def check_attentive_decoder_step(attentive_decoder_step: Callable) -> None:
+    """W_a = 0 gives uniform weights over the real positions; then the whole step against
+    PyTorch's own layers on a random float64 input."""
+    g = torch.Generator().manual_seed(0)
+    B, S, e, d, V = 2, 3, 4, 5, 7
+    x_t, h_prev = torch.randn(B, e, generator=g), torch.randn(B, d, generator=g)
+    H = torch.randn(B, S, d, generator=g)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    p = _step_params(g, e, d, V)
+    p["W_a"] = torch.zeros(d, d)
+    shown = "attentive_decoder_step(x_t (2, 4), h_prev (2, 5), H (2, 3, 5), mask, params with W_a = 0)"
+    got = _call(attentive_decoder_step, shown, x_t, h_prev, H, mask, p)
+    parts = _parts(got)
+    if parts is None:
+        raise CheckFailed(f"{shown}: got {type(got).__name__}\nHint: {STEP_TUPLE.text}")
+    _expect(parts[2], torch.tensor([[0.5, 0.5, 0.], [1 / 3, 1 / 3, 1 / 3]]), f"alpha of {shown}",
+            "with W_a = 0 every score is 0, so the weights are uniform over the real positions "
+            "(row 0 has 2, row 1 has 3).")
+    for shapes in ((3, 4, 6, 5, 9), (1, 1, 3, 2, 4)):
+        B, S, e, d, V = shapes
+        x_t = torch.randn(B, e, generator=g, dtype=torch.float64)
+        h_prev = torch.randn(B, d, generator=g, dtype=torch.float64)
+        H = torch.randn(B, S, d, generator=g, dtype=torch.float64)
+        mask = _lengths_mask(torch.randint(1, S + 1, (B,), generator=g), S)
+        p = _step_params(g, e, d, V, torch.float64)
+        args = (x_t, h_prev, H, mask, p)
+        shown = f"attentive_decoder_step(<random float64 input, B={B}, S={S}, e={e}, d={d}, V={V}>)"
+        expected = _step_by_modules(*args)
+        got = _call(attentive_decoder_step, shown, *args)
+        _expect(got, expected, shown,
+                "compared with nn.GRUCell, F.scaled_dot_product_attention and F.linear given the "
+                "same weights; the output is (logits, h_t, alpha).", STEP_HINTS, args)
+    passed("attentive_decoder_step", 3)
+
+
+# ----------------------------------------------------------------------------------------
+# Hidden cases: random inputs from the grader's seeded generator (CPU), never the global RNG
+# ----------------------------------------------------------------------------------------
+
+def _randn(g: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0
+           ) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=dtype) * scale
+
+
+def _dims(g: torch.Generator, S: int | None = None, B: int | None = None) -> tuple[int, int]:
+    return (B if B is not None else _int(g, 2, 6)), (S if S is not None else _int(g, 2, 12))
+
+
+def _dot_args(g, dtype=torch.float32, S=None, B=None):
+    B, S = _dims(g, S, B)
+    d = _int(g, 3, 14)
+    return _randn(g, B, d, dtype=dtype), _randn(g, B, S, d, dtype=dtype)
+
+
+def _general_args(g, square, dtype=torch.float32, S=None, B=None):
+    B, S = _dims(g, S, B)
+    d_q = _int(g, 3, 12)
+    d_k = d_q if square else d_q + _int(g, 1, 5)
+    return (_randn(g, B, d_q, dtype=dtype), _randn(g, B, S, d_k, dtype=dtype),
+            _randn(g, d_q, d_k, dtype=dtype, scale=d_q ** -0.5))
+
+
+def _concat_args(g, square, dtype=torch.float32, S=None, B=None):
+    B, S = _dims(g, S, B)
+    d_q, d_a = _int(g, 3, 10), _int(g, 3, 11)
+    d_k = d_q if square else d_q + _int(g, 1, 5)
+    return (_randn(g, B, d_q, dtype=dtype), _randn(g, B, S, d_k, dtype=dtype),
+            _randn(g, d_a, d_q + d_k, dtype=dtype, scale=(d_q + d_k) ** -0.5),
+            _randn(g, d_a, dtype=dtype))
+
+
+def _additive_args(g, square, dtype=torch.float32, S=None, B=None):
+    B, S = _dims(g, S, B)
+    d_q, d_a = _int(g, 3, 10), _int(g, 3, 11)
+    d_k = d_q if square else d_q + _int(g, 1, 5)
+    return (_randn(g, B, d_q, dtype=dtype), _randn(g, B, S, d_k, dtype=dtype),
+            _randn(g, d_a, d_q, dtype=dtype, scale=d_q ** -0.5),
+            _randn(g, d_a, d_k, dtype=dtype, scale=d_k ** -0.5), _randn(g, d_a, dtype=dtype))
+
+
+def _mask(g: torch.Generator, B: int, S: int, empty_rows: int = 0) -> torch.Tensor:
+    """(B, S) padding mask with lengths in [1, S], the first ``empty_rows`` rows of length 0."""
+    lengths = torch.randint(1, S + 1, (B,), generator=g)
+    lengths[0] = S  # one full row
+    if empty_rows:
+        lengths[torch.randperm(B, generator=g)[:empty_rows]] = 0
+    return _lengths_mask(lengths, S)
+
+
+def _weights_args(g, dtype=torch.float32, empty_rows=0, S=None, scale=2.0):
+    B, S = _dims(g, S)
+    B = max(B, empty_rows + 1)
+    return _randn(g, B, S, dtype=dtype, scale=scale), _mask(g, B, S, empty_rows)
+
+
+def _weights_3d_args(g, dtype=torch.float32):
+    B, S = _dims(g)
+    T = _int(g, 2, 6)
+    return _randn(g, B, T, S, dtype=dtype, scale=2.0), _mask(g, B, S, empty_rows=1)[:, None, :]
+
+
+def _weights_huge_args(g):
+    scores, mask = _weights_args(g)
+    return scores.sign() * 1e4 + scores, mask
+
+
+def _context_args(g, dtype=torch.float32, S=None, B=None):
+    B, S = _dims(g, S, B)
+    d_v = _int(g, 2, 14)
+    weights = torch.softmax(_randn(g, B, S, dtype=dtype), -1) * _mask(g, B, S)
+    return weights, _randn(g, B, S, d_v, dtype=dtype)
+
+
+def _step_args(g, dtype=torch.float32, S=None, B=None, empty_rows=0):
+    B, S = _dims(g, S, B)
+    B = max(B, empty_rows + 1)
+    e, d, V = _int(g, 3, 10), _int(g, 3, 14), _int(g, 5, 16)
+    return (_randn(g, B, e, dtype=dtype), _randn(g, B, d, dtype=dtype).tanh(),
+            _randn(g, B, S, d, dtype=dtype).tanh(), _mask(g, B, S, empty_rows),
+            _step_params(g, e, d, V, dtype))
+
+
+CASES: dict[str, list[Case]] = {
+    "test_multiplicative": [
+        Case("dot_score", _dot_args, "dot: random float32, d not a power of two", MULTIPLICATIVE_HINTS),
+        Case("dot_score", lambda g: _dot_args(g, torch.float64), "dot: float64", MULTIPLICATIVE_HINTS),
+        Case("dot_score", lambda g: _dot_args(g, S=1, B=1), "dot: B = S = 1", MULTIPLICATIVE_HINTS),
+        Case("general_score", lambda g: _general_args(g, True), "general: square W_a",
+             MULTIPLICATIVE_HINTS),
+        Case("general_score", lambda g: _general_args(g, False, torch.float64),
+             "general: d_q != d_k, float64", MULTIPLICATIVE_HINTS),
+        Case("general_score", lambda g: _general_args(g, True, S=1), "general: S = 1",
+             MULTIPLICATIVE_HINTS),
+    ],
+    "test_additive": [
+        Case("concat_score", lambda g: _concat_args(g, True), "concat: d_q == d_k", ADDITIVE_HINTS),
+        Case("concat_score", lambda g: _concat_args(g, False, torch.float64),
+             "concat: d_q != d_k, float64", ADDITIVE_HINTS),
+        Case("concat_score", lambda g: _concat_args(g, True, S=1, B=1), "concat: B = S = 1",
+             ADDITIVE_HINTS),
+        Case("additive_score", lambda g: _additive_args(g, True), "additive: d_q == d_k",
+             ADDITIVE_HINTS),
+        Case("additive_score", lambda g: _additive_args(g, False, torch.float64),
+             "additive: d_q != d_k, float64", ADDITIVE_HINTS),
+        Case("additive_score", lambda g: _additive_args(g, False, S=1), "additive: S = 1",
+             ADDITIVE_HINTS),
+    ],
+    "test_attention_weights": [
+        Case("attention_weights", _weights_args, "(B, S) scores, padded rows", WEIGHTS_HINTS),
+        Case("attention_weights", lambda g: _weights_args(g, torch.float64, empty_rows=2),
+             "float64, two rows with no real position", WEIGHTS_HINTS),
+        Case("attention_weights", _weights_3d_args, "(B, T, S) scores with a (B, 1, S) mask",
+             WEIGHTS_HINTS),
+        Case("attention_weights", _weights_huge_args, "scores of about +-1e4", WEIGHTS_HINTS),
+        Case("attention_weights", lambda g: _weights_args(g, S=1), "S = 1", WEIGHTS_HINTS),
+        Case("attention_weights", lambda g: _weights_3d_args(g, torch.bfloat16),
+             "bfloat16 (B, T, S) scores with an empty row", WEIGHTS_HINTS),
+        Case("attention_weights", lambda g: _weights_args(g, torch.float16, empty_rows=1),
+             "float16 scores with an empty row", WEIGHTS_HINTS),
+    ],
+    "test_context_vector": [
+        Case("context_vector", _context_args, "random masked weights, float32", CONTEXT_HINTS),
+        Case("context_vector", lambda g: _context_args(g, torch.float64), "float64", CONTEXT_HINTS),
+        Case("context_vector", lambda g: _context_args(g, S=1), "S = 1", CONTEXT_HINTS),
+        Case("context_vector", lambda g: _context_args(g, B=1), "B = 1", CONTEXT_HINTS),
+    ],
+    "test_attentive_decoder_step": [
+        Case("attentive_decoder_step", _step_args, "random float32 step with padding", STEP_HINTS),
+        Case("attentive_decoder_step", lambda g: _step_args(g, torch.float64), "float64",
+             STEP_HINTS),
+        Case("attentive_decoder_step", lambda g: _step_args(g, S=1, B=1), "B = S = 1", STEP_HINTS),
+        Case("attentive_decoder_step", lambda g: _step_args(g, empty_rows=1),
+             "a batch row with an empty source (alpha and c_t all zero)", STEP_HINTS),
+    ],
+}

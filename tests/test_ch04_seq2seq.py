@@ -1,0 +1,155 @@
+"""Chapter 4 (encoder–decoder): grading and public checks.
+
+One class graded through the README's commands: the reference (full marks), the untouched exercise
+(zero, every report saying what to write), and one typical mistake per exercise (partial credit,
+its own hint). Then the public checks, run here on the reference and on the same mistakes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbclient import NotebookClient
+
+from autograder.chapters import ch04_seq2seq as checks
+from autograder.spec import CheckFailed
+from conftest import ROOT, grade_class, make_submission, reference_namespace
+
+ASSIGNMENT = "04-seq2seq"
+FULL = 10.0
+
+# Each mistake: the function it replaces, its code, the test cell it must lose points on, and
+# words of the hint the report must contain.
+MISTAKES = {
+    "h_after_padding": ("encode", '''
+def encode(model, src, src_len):
+    states, h_n = model.encoder(model.src_emb(src))  # mistake: the padding is read too
+    return states, h_n[0]
+''', "test_encode", "last real character"),
+    "logits": ("decoder_step", '''
+def decoder_step(model, y_prev, h):
+    _, h_new = model.decoder(model.tgt_emb(y_prev)[:, None], h[None])
+    return model.out(h_new[0]), h_new[0]  # mistake: logits, not log-probabilities
+''', "test_decoder_step", "these are logits"),
+    "pad_in_mean": ("teacher_forced_loss", '''
+def teacher_forced_loss(model, src, src_len, tgt):
+    _, h = encode(model, src, src_len)
+    out, _ = model.decoder(model.tgt_emb(tgt[:, :-1]), h[None])
+    log_probs = F.log_softmax(model.out(out), -1)
+    nll = -log_probs.gather(-1, tgt[:, 1:, None])[..., 0]
+    mask = (tgt[:, 1:] != PAD).to(nll.dtype)
+    return (nll * mask).sum() / mask.numel()  # mistake: divides by every position, PAD included
+''', "test_teacher_forced_loss", "appended to tgt"),
+    "past_eos": ("greedy_decode", '''
+def greedy_decode(step, state, max_len, bos=BOS, eos=EOS):
+    prev = torch.full((state.shape[0],), bos, device=state.device)
+    out = [[] for _ in range(state.shape[0])]
+    for _ in range(max_len):  # mistake: never stops at eos
+        log_probs, state = step(prev, state)
+        prev = log_probs.argmax(-1)
+        for row, token in zip(out, prev.tolist()):
+            row.append(token)
+    return out
+''', "test_greedy_decode", "goes on after its eos"),
+    "one_hypothesis": ("beam_search", '''
+def beam_search(step, state, max_len, beam_size, alpha=0.0, bos=BOS, eos=EOS):
+    tokens, log_p, prev = [], 0.0, torch.tensor([bos], device=state.device)
+    for _ in range(max_len):  # mistake: keeps only the best hypothesis (greedy)
+        log_probs, state = step(prev, state)
+        prev = log_probs.argmax(-1)
+        tokens.append(int(prev))
+        log_p += float(log_probs[0, prev])
+        if tokens[-1] == eos:
+            break
+    return tokens, log_p / ((5 + len(tokens)) / 6) ** alpha
+''', "test_beam_search", "keep beam_size hypotheses"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
+    submissions = {
+        "correct": make_submission(course, assignment=ASSIGNMENT),
+        "untouched": make_submission(course, solved=False, assignment=ASSIGNMENT),
+    } | {student: make_submission(course, replace={name: code}, assignment=ASSIGNMENT)
+         for student, (name, code, _, _) in MISTAKES.items()}
+    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"))
+
+
+def test_reference_scores_full_marks(graded):
+    assert graded["correct"]["score"] == FULL, graded["correct"]["report"]
+
+
+def test_untouched_exercise_scores_zero_and_says_what_to_write(graded):
+    row = graded["untouched"]
+    assert row["score"] == 0
+    assert set(row["report"]) == set(checks.CASES)
+    for report in row["report"].values():
+        assert "not written yet" in report and "Traceback" not in report
+
+
+@pytest.mark.parametrize("student", MISTAKES)
+def test_typical_mistake_gets_partial_credit_and_its_hint(graded, student):
+    _, _, cell, words = MISTAKES[student]
+    row = graded[student]
+    assert 0 < row["score"] < FULL, row["report"]
+    assert f"{cell}:" in row["report"][cell] and "of" in row["report"][cell]
+    assert words in row["report"][cell], row["report"][cell]
+    lost = [gid for gid, text in row["report"].items() if "✗" in text]
+    assert cell in lost
+
+
+@pytest.fixture(scope="module")
+def reference(course: Path) -> dict:
+    return reference_namespace(course, ASSIGNMENT)
+
+
+def _run_check(name: str, namespace: dict) -> None:
+    check = getattr(checks, f"check_{name}")
+    if name in ("encode", "decoder_step", "teacher_forced_loss"):
+        check(namespace[name], namespace["Seq2Seq"])
+    else:
+        check(namespace[name])
+
+
+def test_reference_passes_every_public_check(reference, capsys):
+    for name in ("encode", "decoder_step", "teacher_forced_loss", "greedy_decode", "beam_search"):
+        _run_check(name, reference)
+    assert capsys.readouterr().out.count("✓") == 5
+
+
+@pytest.mark.parametrize("student", MISTAKES)
+def test_public_check_catches_the_mistake_with_its_hint(reference, student):
+    name, code, _, words = MISTAKES[student]
+    namespace = dict(reference)
+    exec(code, namespace)
+    with pytest.raises(CheckFailed) as failure:
+        _run_check(name, namespace)
+    assert words in str(failure.value), str(failure.value)
+
+
+def test_the_hand_made_trap_separates_greedy_from_the_best_sequence():
+    """The public beam-search example is what it claims: greedy's sequence is not the best one."""
+    table = checks._tables(checks.GREEDY_TRAP)[0]
+    step = checks._markov_step(checks._tables(checks.GREEDY_TRAP))
+    log_probs, _ = step(torch.tensor([checks.BOS]), torch.zeros(1, 1))
+    assert int(log_probs.argmax()) == checks.A  # greedy's first choice
+    greedy = table[checks.BOS, checks.A] + table[checks.A].max()
+    best = table[checks.BOS, checks.B_] + table[checks.B_, checks.EOS]
+    assert best > greedy
+
+
+def test_untouched_exercise_checks_say_what_to_do():
+    """Run the student version as a student would: every check cell fails with a sentence."""
+    nb = nbformat.read(ROOT / "exercises" / ASSIGNMENT / "seq2seq.ipynb", as_version=4)
+    NotebookClient(nb, timeout=120, allow_errors=True,
+                   resources={"metadata": {"path": str(ROOT / "exercises" / ASSIGNMENT)}}).execute()
+    test_cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert len(test_cells) == len(checks.CASES)
+    for cell in test_cells:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert errors and errors[0].ename == "CheckFailed", cell.source
+        assert "replace `raise NotImplementedError()` with your code" in errors[0].evalue
