@@ -5,6 +5,7 @@
     python -m autograder autograde ASSIGNMENT [--device D] # submitted/ -> autograded/ + gradebook
     python -m autograder feedback  ASSIGNMENT              # autograded/ -> feedback/ (HTML)
     python -m autograder export    [--to grades.csv]       # gradebook -> CSV
+    python -m autograder doctor    [--device D]            # can this machine grade safely?
 
 Each step is nbgrader's own (same folders, same gradebook, same formgrader); ``autograde``
 grades outside the student's kernel through :class:`autograder.nbgrader_plugin.SandboxGrade`,
@@ -33,7 +34,7 @@ from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
 from traitlets.config import PyFileConfigLoader
 
-from .sandbox import isolation_available
+from . import sandbox
 
 
 def _api(course: Path, **overrides) -> NbGraderAPI:
@@ -132,9 +133,14 @@ def autograde(api: NbGraderAPI, args) -> None:
         students = [s for s in students if s in args.student]
     if not students:
         sys.exit(f"no submissions for {args.assignment} under {root}")
-    if not isolation_available(args.device.split(":")[0]):
-        print("WARNING: unshare cannot create namespaces here, so student code runs with resource limits "
-              "only and can read files this user can read (see README, 'Isolation').", file=sys.stderr)
+    problem = sandbox.sandbox_problem(args.device.split(":")[0])  # probed once for the whole run
+    if problem and not args.no_sandbox:
+        sys.exit(f"refusing to grade: {problem}.\nOr pass --no-sandbox to grade without it "
+                 "(student code can then read and change every file your user can).")
+    if args.no_sandbox:
+        print("WARNING: --no-sandbox: student code runs with resource limits only and can read and "
+              "change every file this user can (the reference, the gradebook, the course's config).",
+              file=sys.stderr)
     rows = []
     for student in tqdm(students, desc=f"autograde {args.assignment} on {args.device}", unit="submission"):
         reason = _unreadable(root / student / args.assignment)
@@ -170,6 +176,33 @@ def export(api: NbGraderAPI, args) -> None:
     print(f"grades written to {plugin.to}")
 
 
+def doctor(args) -> None:
+    """Say what protects grading on this machine; exit 1 when grading would be refused."""
+    device = args.device.split(":")[0]
+    print(f"bwrap: {sandbox.bwrap_path()}")
+    problem = sandbox.sandbox_problem("cpu")
+    print(f"sandbox (user namespaces, bwrap): {'ok' if problem is None else 'NOT AVAILABLE: ' + problem}")
+    if device == "cuda" and problem is None:
+        gpu = sandbox.sandbox_problem("cuda")
+        print(f"GPU visible inside the sandbox: {'ok' if gpu is None else 'NO: ' + gpu}")
+        problem = problem or gpu
+    control = sandbox.resource_control()
+    print("limits on the kernel's whole process tree: " + {
+        "systemd": "cgroup v2 through `systemd-run --user --scope` (memory without swap, processes, CPU)",
+        "cgroupfs": "writable cgroup v1 folders (memory without swap, processes)",
+        "rlimits": "none (no delegated cgroup): per-process rlimits only",
+    }[control])
+    import torch  # noqa: PLC0415 (only this step needs it)
+    memory = "not set (CUDA build of torch)" if torch.version.cuda else f"{sandbox.Limits().memory_mb} MB"
+    print(f"rlimits: address space {memory}, CPU {sandbox.Limits().cpu_seconds} s, "
+          f"{sandbox.Limits().processes} processes, files {sandbox.MAX_FILE_BYTES // 2**20} MB; "
+          f"writable tmpfs {sum(sandbox.TMPFS_MB.values())} MB")
+    print(f"visible read-only: system folders and {', '.join(sandbox.visible_paths())}")
+    if problem:
+        sys.exit("grading would be refused here (see above); `autograde --no-sandbox` grades unprotected")
+    print("ok: autograde runs every kernel in the sandbox")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.split("\n\n")[0])
     parser.add_argument("--course", type=Path, default=Path.cwd(),
@@ -187,19 +220,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--student", nargs="*", help="grade only these students")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds one hidden-test call may run (a notebook cell gets twice that)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="DANGEROUS: grade even where the sandbox cannot run; student code can then read "
+                        "the reference and gradebook and change any file your user can")
     p = steps.add_parser("feedback", help="write HTML feedback for every graded submission")
     p.add_argument("assignment")
     p = steps.add_parser("export", help="export all grades to CSV")
     p.add_argument("--to", default="grades.csv")
+    p = steps.add_parser("doctor", help="check that this machine can grade safely (sandbox, limits, GPU)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: also check the GPU inside the sandbox")
     args = parser.parse_args(argv)
+    if args.step == "doctor":
+        return doctor(args)
 
     # nbgrader runs its database migrations with the `alembic` script of this environment
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     course = args.course.resolve()
     if not (course / "nbgrader_config.py").is_file():
         sys.exit(f"{course} has no nbgrader_config.py: pass --course DIR")
-    overrides = {"SandboxGrade": {"device": args.device, "seed": args.seed, "call_timeout": args.timeout,
-                                  "cell_timeout": 2 * args.timeout}} if args.step == "autograde" else {}
+    overrides = ({"SandboxGrade": {"device": args.device, "seed": args.seed, "call_timeout": args.timeout,
+                                  "cell_timeout": 2 * args.timeout, "sandbox": not args.no_sandbox}}
+                 if args.step == "autograde" else {})
     api = _api(course, **overrides)
     {"generate": generate, "collect": collect, "autograde": autograde,
      "feedback": feedback, "export": export}[args.step](api, args)
