@@ -35,6 +35,7 @@ from tqdm import tqdm
 from traitlets.config import PyFileConfigLoader
 
 from . import sandbox
+from .nbgrader_plugin import REPAIRS
 
 
 def _api(course: Path, **overrides) -> NbGraderAPI:
@@ -119,12 +120,23 @@ def _students(api: NbGraderAPI, step_directory: str, assignment: str) -> tuple[P
     return root, students
 
 
+# nbgrader's failures, in words an instructor can act on
+_EXPLAINED = {
+    "SchemaTooOldError": "its cells' grading metadata is damaged (changed by an editor or by hand)",
+    "SchemaTooNewError": "its cells' grading metadata comes from a newer nbgrader than this one",
+    "MissingEntry": "it refers to cells or an assignment the gradebook does not have",
+    "Inconsistent checksums": "a locked cell could not be restored from the assignment",
+}
+
+
 def _failure(result: dict) -> str:
-    """The exception line of a failed nbgrader run (not nbgrader's generic closing message)."""
+    """Why a nbgrader run failed, in words, with the exception line (never nbgrader's generic one)."""
     lines = (result.get("error") or result.get("log") or "unknown error").strip().splitlines()
     raised = [ln.strip() for ln in lines
               if re.match(r"\s*[\w.]+(Error|Exception)\b", ln) and "NbGraderException" not in ln]
-    return (raised or lines)[-1]
+    line = (raised or [ln for ln in lines if "NbGraderException" not in ln] or ["no reason given"])[-1]
+    words = next((w for k, w in _EXPLAINED.items() if k in line), "the grader failed on it")
+    return f"{words} ({line}); grade it by hand or send it to the course's developers"
 
 
 def autograde(api: NbGraderAPI, args) -> None:
@@ -150,6 +162,10 @@ def autograde(api: NbGraderAPI, args) -> None:
                 reason = f"the autograder could not run this submission: {_failure(result)}"
         if reason:
             _zero(api, args.assignment, student)
+        repaired = [text for (a, s, _), notes in REPAIRS.items() if (a, s) == (args.assignment, student)
+                    for _, text in notes]
+        if repaired and not reason:
+            reason = "repaired before grading: " + "; ".join(repaired)
         score, max_score = _score(api, args.assignment, student)
         rows.append((student, score, max_score, reason or ""))
     report = Path(api.coursedir.root) / f"autograde-{args.assignment}.csv"

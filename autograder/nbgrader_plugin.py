@@ -21,9 +21,32 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Float, Int, Unicode
 
 from .grading import grade, is_test_cell, reference_results, cell_points
+from .repair import repair
 from .sandbox import Limits, sandbox_problem
 
 _REFERENCE_CACHE: dict[tuple, dict] = {}
+# (assignment, student, notebook) → what RepairSubmission changed, for the reports and the CSV
+REPAIRS: dict[tuple[str, str, str], list[tuple[str | None, str]]] = {}
+
+
+def _key(resources: dict) -> tuple[str, str, str]:
+    info = resources["nbgrader"]
+    return info["assignment"], info["student"], info["notebook"]
+
+
+class RepairSubmission(NbGraderPreprocessor):
+    """Undo editor accidents (see :mod:`autograder.repair`) before nbgrader's own checks."""
+
+    def preprocess(self, nb: nbformat.NotebookNode, resources: dict):
+        info = resources["nbgrader"]
+        coursedir = CourseDirectory(config=self.config)
+        release = Path(coursedir.format_path(coursedir.release_directory, ".", info["assignment"]))
+        path = release / f"{info['notebook']}.ipynb"
+        notes = repair(nb, nbformat.read(path, as_version=4)) if path.exists() else []
+        REPAIRS[_key(resources)] = notes
+        for _, text in notes:
+            self.log.warning("repaired: %s", text)
+        return nb, resources
 
 
 class SandboxGrade(NbGraderPreprocessor):
@@ -62,6 +85,12 @@ class SandboxGrade(NbGraderPreprocessor):
         reports = grade(nb, tests, _REFERENCE_CACHE[key], cell_points(nb), device=self.device,
                         seed=self.seed, limits=limits, files=_data_files(release))
 
+        notes = REPAIRS.get(_key(resources), [])
+        for i, report in enumerate(reports.values()):
+            for gid, text in notes:  # other notes go where points were lost (or on the first test cell)
+                general = gid not in reports
+                if gid == report.grade_id or (general and (report.score < report.points or i == 0)):
+                    report.notes.append(f"Repaired before grading: {text}.")
         for cell in test_cells:
             report = reports[cell.metadata.nbgrader["grade_id"]]
             cell.execution_count = None
