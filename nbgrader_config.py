@@ -36,3 +36,8 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 c.SandboxGrade.device = "cpu"  # or pass --device cuda to `python -m autograder autograde`
+
+# Feedback and formgrader pages show student markdown and outputs without running any of it.
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.filters = {"markdown2html": "autograder.html.markdown2html",
+                          "clean_html": "autograder.html.clean_html"}

@@ -136,15 +136,16 @@ def bwrap_command(device_type: str = "cpu", connection_file: str | None = None,
             args += ["--ro-bind", path, path]
     for name in _ETC:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for folder, size_mb in TMPFS_MB.items():  # first, so that a course under /tmp is bound over it
+        if folder != "/dev/shm":
+            args += ["--size", str(size_mb * 2**20), "--tmpfs", folder]
     for path in visible_paths():
         args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_MB["/dev/shm"] * 2**20), "--tmpfs", "/dev/shm"]
     if device_type == "cuda":  # the GPU's device nodes only, and the driver's view of the devices
         for node in sorted(glob.glob("/dev/nvidia*")):
             args += ["--dev-bind", node, node]
         args += ["--ro-bind-try", "/sys", "/sys"]
-    for folder, size_mb in TMPFS_MB.items():
-        args += ["--size", str(size_mb * 2**20), "--tmpfs", folder]
     if connection_file:
         args += ["--ro-bind", connection_file, CONNECTION]
     args += ["--chdir", SCRATCH, "--clearenv"]
@@ -396,7 +397,7 @@ class NotebookProcess:
         kernels = self._tmp / "kernels" / KERNEL_NAME
         kernels.mkdir(parents=True, exist_ok=True)
         env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
-        env.update(HOME=self._scratch, MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
+        env.update(HOME=self._scratch, MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1",
                    AUTOGRADER_MEMORY_MB="0" if torch.version.cuda else str(self.limits.memory_mb),
                    AUTOGRADER_CPU_SECONDS=str(self.limits.cpu_seconds),
                    AUTOGRADER_PROCESSES=str(self.limits.processes))
