@@ -46,7 +46,9 @@ import torch
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
+
 from nbclient import NotebookClient
+from nbclient.util import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from .kernel import MAX_FILE_BYTES
@@ -353,7 +355,33 @@ def _error_text(output: dict) -> str:
         if arrow:
             where = f" (at: {arrow[-1].split('>', 1)[-1].strip()})"
             break
-    return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".rstrip(": ") + where
+    return f"{output.get('ename', 'Error')}: {output.get('evalue', '')[:2000]}".rstrip(": ") + where
+
+
+MAX_OUTPUT_BYTES = 2**20  # of one cell's outputs kept (the graded notebook, the grader's memory)
+MAX_MESSAGE_BYTES = 64 * 2**20  # one message from the kernel; a larger one ends the connection
+
+
+class _LimitedClient(NotebookClient):
+    """Keeps the first :data:`MAX_OUTPUT_BYTES` of each cell's outputs and drops the rest, so a
+    print loop can fill neither the grader's memory nor the graded notebook."""
+
+    async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
+        self.__dict__.setdefault("_output_bytes", {})[cell_index] = 0  # call cells reuse an index
+        return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+
+    execute_cell = run_sync(async_execute_cell)
+
+    def output(self, outs, msg, display_id, cell_index):
+        sizes = self.__dict__.setdefault("_output_bytes", {})
+        before = sizes.get(cell_index, 0)
+        sizes[cell_index] = before + len(str(msg.get("content", "")))
+        if sizes[cell_index] <= MAX_OUTPUT_BYTES or msg["msg_type"] == "error":
+            return super().output(outs, msg, display_id, cell_index)
+        if before <= MAX_OUTPUT_BYTES:
+            outs.append(nbformat.v4.new_output("stream", name="stdout", text=(
+                f"\n[more than {MAX_OUTPUT_BYTES // 2**20} MB of output: the rest was left out]\n")))
+        return None
 
 
 class NotebookProcess:
@@ -411,6 +439,7 @@ class NotebookProcess:
             km = SandboxKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=f"{SOCKETS}/ipc",
                                       connection_file=str(connection))
             km.context.setsockopt(zmq.RECONNECT_IVL, -1)
+            km.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         else:
             (self._tmp / "work").mkdir(exist_ok=True)
             command.append("{connection_file}")
@@ -418,7 +447,7 @@ class NotebookProcess:
         (kernels / "kernel.json").write_text(json.dumps({
             "argv": command, "display_name": "autograder sandbox", "language": "python", "env": env}))
         km.kernel_spec_manager = KernelSpecManager(kernel_dirs=[str(kernels.parent)], ensure_native_kernel=False)
-        self._client = NotebookClient(
+        self._client = _LimitedClient(
             self.nb, km=km, kernel_name=KERNEL_NAME, timeout=int(self.limits.cell_timeout),
             allow_errors=True, interrupt_on_timeout=False, iopub_timeout=10, shutdown_kernel="immediate",
             resources={"metadata": {"path": self._scratch}})

@@ -76,6 +76,10 @@ subprocess.Popen([sys.executable, "-c", "import signal, time\\n"
 while True:
     pass
 '''
+PRINTER = """
+for _ in range(64):  # 64 MB of output
+    print("y" * 2**20)
+"""
 KEEP_IF_LIMITED = "\nif not globals().get('LIMITED', True):\n    del one_hot  # the bomb was not stopped\n"
 
 
@@ -97,6 +101,7 @@ def graded(course, tmp_path_factory):
     submissions = {name: make_submission(course, replace={"one_hot": one_hot}, extra_cells=[bomb])
                    for name, bomb in bombs.items()}
     submissions["runaway"] = make_submission(course, extra_cells=[RUNAWAY])
+    submissions["printer"] = make_submission(course, extra_cells=[PRINTER])
     submissions["classmate"] = make_submission(course)
     try:
         summary = grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"),
@@ -126,6 +131,14 @@ def test_an_endless_cell_that_ignores_signals_is_killed_with_everything_it_start
     summary, survivors, _ = graded
     assert survivors == []
     assert summary["runaway"]["score"] == FULL, summary["runaway"]["report"]
+
+
+def test_a_flood_of_output_is_cut_and_grading_goes_on(graded, course):
+    summary, *_ = graded
+    assert summary["printer"]["score"] == FULL, summary["printer"]["report"]
+    graded_notebook = course / "autograded" / "printer" / ASSIGNMENT / "tokens.ipynb"
+    assert graded_notebook.stat().st_size < 4 * 2**20
+    assert "the rest was left out" in graded_notebook.read_text()
 
 
 def test_a_classmate_graded_in_the_same_run_scores_as_alone(graded):
