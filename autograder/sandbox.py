@@ -46,10 +46,9 @@ import torch
 import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
-
 from nbclient import NotebookClient
-from nbclient.util import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import run_sync
 
 from .kernel import MAX_FILE_BYTES
 
