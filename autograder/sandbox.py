@@ -159,7 +159,8 @@ def bwrap_command(device_type: str = "cpu", connection_file: str | None = None,
 def sandbox_problem(device_type: str = "cpu") -> str | None:
     """Why kernels cannot run in the sandbox here (None when they can); probed once per process."""
     probe = "import torch; torch.zeros(1, device='cuda')" if device_type == "cuda" else "import autograder.kernel"
-    env = {"PYTHONPATH": str(Path(package_dir()).parent), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
+    env["PYTHONPATH"] = str(Path(package_dir()).parent)
     try:
         result = subprocess.run([*bwrap_command(device_type, env=env), sys.executable, "-c", probe],
                                 capture_output=True, timeout=300)
