@@ -209,8 +209,10 @@ def doctor(args) -> None:
         "rlimits": "none (no delegated cgroup): per-process rlimits only",
     }[control])
     import torch  # noqa: PLC0415 (only this step needs it)
-    memory = "not set (CUDA build of torch)" if torch.version.cuda else f"{sandbox.Limits().memory_mb} MB"
-    print(f"rlimits: address space {memory}, CPU {sandbox.Limits().cpu_seconds} s, "
+    mb = sandbox.Limits().memory_mb
+    memory = ((f"data {mb} MB on cpu, not set on cuda (CUDA build of torch)" if torch.version.cuda
+               else f"address space {mb} MB"))
+    print(f"rlimits: memory {memory}, CPU {sandbox.Limits().cpu_seconds} s, "
           f"{sandbox.Limits().processes} processes, files {sandbox.MAX_FILE_BYTES // 2**20} MB; "
           f"writable tmpfs {sum(sandbox.TMPFS_MB.values())} MB")
     print(f"visible read-only: system folders and {', '.join(sandbox.visible_paths())}")

@@ -17,8 +17,10 @@ def _limit(name: str, value: int) -> None:
 
 
 def main() -> None:
-    # RLIMIT_AS is 0 (unset) with a CUDA build of torch: its import alone maps gigabytes
+    # with a CUDA build of torch, RLIMIT_AS is 0 (its import alone maps gigabytes of libraries)
+    # and RLIMIT_DATA caps the heap instead on cpu
     _limit(resource.RLIMIT_AS, int(os.environ.pop("AUTOGRADER_MEMORY_MB", "0")) * 2**20)
+    _limit(resource.RLIMIT_DATA, int(os.environ.pop("AUTOGRADER_DATA_MB", "0")) * 2**20)
     _limit(resource.RLIMIT_CPU, int(os.environ.pop("AUTOGRADER_CPU_SECONDS", "0")))
     # per user namespace on Linux ≥ 5.14, so it counts this sandbox's processes and threads only
     _limit(resource.RLIMIT_NPROC, int(os.environ.pop("AUTOGRADER_PROCESSES", "0")))

@@ -76,10 +76,10 @@ ENABLE_NAMESPACES = (
 
 @dataclass(frozen=True)
 class Limits:
-    """What one notebook process may use. ``memory_mb`` is an address-space limit, skipped with
-    a CUDA build of torch on any device (importing it maps gigabytes of address space it never
-    uses, so the limit would kill even the reference); where cgroups can be used it also caps
-    the whole process tree's memory. ``processes`` counts processes and threads. ``sandbox``
+    """What one notebook process may use. ``memory_mb`` is an address-space limit with a CPU
+    build of torch; a CUDA build maps gigabytes of libraries it never uses, so there it limits
+    the data segment (heap, anonymous memory) on ``cpu`` and nothing on ``cuda``; where cgroups
+    can be used it also caps the whole process tree's memory. ``processes`` counts processes and threads. ``sandbox``
     False runs the kernel with the resource limits only (``--no-sandbox``)."""
 
     cell_timeout: float = 60.0
@@ -427,6 +427,8 @@ class NotebookProcess:
         env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
         env.update(HOME=self._scratch, MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1",
                    AUTOGRADER_MEMORY_MB="0" if torch.version.cuda else str(self.limits.memory_mb),
+                   # a CUDA build on CPU: cap the data (heap) instead, which its library mappings do not count in
+                   AUTOGRADER_DATA_MB=str(self.limits.memory_mb) if torch.version.cuda and self.device == "cpu" else "0",
                    AUTOGRADER_CPU_SECONDS=str(self.limits.cpu_seconds),
                    AUTOGRADER_PROCESSES=str(self.limits.processes))
         command = [sys.executable, "-m", "autograder.kernel", "-f"]
