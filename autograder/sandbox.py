@@ -26,7 +26,6 @@ import functools
 import glob
 import io
 import json
-import logging
 import os
 import re
 import shlex
@@ -53,7 +52,6 @@ from nbclient.util import run_sync
 from .kernel import MAX_FILE_BYTES
 
 KERNEL_NAME = "autograder-sandbox"
-log = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Variables the kernel keeps from the grader's environment; everything else (tokens, keys) is dropped.
 _KEPT_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES",
