@@ -428,7 +428,8 @@ class NotebookProcess:
                    # a CUDA build on CPU: cap the data (heap) instead, which its library mappings do not count in
                    AUTOGRADER_DATA_MB=str(self.limits.memory_mb) if torch.version.cuda and self.device == "cpu" else "0",
                    AUTOGRADER_CPU_SECONDS=str(self.limits.cpu_seconds),
-                   AUTOGRADER_PROCESSES=str(self.limits.processes))
+                   # outside a user namespace RLIMIT_NPROC would count all of this user's processes
+                   AUTOGRADER_PROCESSES=str(self.limits.processes) if self.limits.sandbox else "0")
         command = [sys.executable, "-m", "autograder.kernel", "-f"]
         if self.limits.sandbox:
             env.update(TMPDIR="/tmp", PYTHONPATH=str(Path(package_dir()).parent))
