@@ -1,10 +1,11 @@
 # nbgrader configuration of the course (the repository root is the nbgrader course directory).
 # Names follow nbgrader's conventions, with two folders renamed to what they hold here.
 from nbconvert.preprocessors import ClearMetadataPreprocessor
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
-                                    LimitOutput, SaveAutoGrades)
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,
+                                    DeduplicateIds, IgnorePattern, LimitOutput, OverwriteCells,
+                                    OverwriteKernelspec, SaveAutoGrades)
 
-from autograder.nbgrader_plugin import SandboxGrade
+from autograder.nbgrader_plugin import RepairSubmission, SandboxGrade
 
 c = get_config()  # noqa: F821 (injected by traitlets)
 
@@ -13,6 +14,16 @@ c.CourseDirectory.source_directory = "solutions"   # reference notebooks, nbgrad
 c.CourseDirectory.release_directory = "exercises"  # student versions, generated, never hand-edited
 # submitted/, autograded/, feedback/ and gradebook.db keep nbgrader's default names (git-ignored).
 
+# Repair what students' editors do to a notebook (pasted cells, stripped metadata, deleted test
+# cells) before nbgrader's own checks, which would otherwise fail on the whole notebook.
+c.Autograde.sanitize_preprocessors = [
+    RepairSubmission,
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteKernelspec,
+    OverwriteCells,
+    CheckCellMetadata,
+]
 # Grade outside the student's kernel: SandboxGrade replaces nbgrader's Execute; the rest of
 # nbgrader's autograde pipeline is unchanged.
 c.Autograde.autograde_preprocessors = [
@@ -25,3 +36,8 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 c.SandboxGrade.device = "cpu"  # or pass --device cuda to `python -m autograder autograde`
+
+# Feedback and formgrader pages show student markdown and outputs without running any of it.
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.filters = {"markdown2html": "autograder.html.markdown2html",
+                          "clean_html": "autograder.html.clean_html"}

@@ -5,6 +5,7 @@
     python -m autograder autograde ASSIGNMENT [--device D] # submitted/ -> autograded/ + gradebook
     python -m autograder feedback  ASSIGNMENT              # autograded/ -> feedback/ (HTML)
     python -m autograder export    [--to grades.csv]       # gradebook -> CSV
+    python -m autograder doctor    [--device D]            # can this machine grade safely?
 
 Each step is nbgrader's own (same folders, same gradebook, same formgrader); ``autograde``
 grades outside the student's kernel through :class:`autograder.nbgrader_plugin.SandboxGrade`,
@@ -33,7 +34,8 @@ from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
 from traitlets.config import PyFileConfigLoader
 
-from .sandbox import isolation_available
+from . import sandbox
+from .nbgrader_plugin import REPAIRS
 
 
 def _api(course: Path, **overrides) -> NbGraderAPI:
@@ -118,12 +120,23 @@ def _students(api: NbGraderAPI, step_directory: str, assignment: str) -> tuple[P
     return root, students
 
 
+# nbgrader's failures, in words an instructor can act on
+_EXPLAINED = {
+    "SchemaTooOldError": "its cells' grading metadata is damaged (changed by an editor or by hand)",
+    "SchemaTooNewError": "its cells' grading metadata comes from a newer nbgrader than this one",
+    "MissingEntry": "it refers to cells or an assignment the gradebook does not have",
+    "Inconsistent checksums": "a locked cell could not be restored from the assignment",
+}
+
+
 def _failure(result: dict) -> str:
-    """The exception line of a failed nbgrader run (not nbgrader's generic closing message)."""
+    """Why a nbgrader run failed, in words, with the exception line (never nbgrader's generic one)."""
     lines = (result.get("error") or result.get("log") or "unknown error").strip().splitlines()
     raised = [ln.strip() for ln in lines
               if re.match(r"\s*[\w.]+(Error|Exception)\b", ln) and "NbGraderException" not in ln]
-    return (raised or lines)[-1]
+    line = (raised or [ln for ln in lines if "NbGraderException" not in ln] or ["no reason given"])[-1]
+    words = next((w for k, w in _EXPLAINED.items() if k in line), "the grader failed on it")
+    return f"{words} ({line}); grade it by hand or send it to the course's developers"
 
 
 def autograde(api: NbGraderAPI, args) -> None:
@@ -132,9 +145,14 @@ def autograde(api: NbGraderAPI, args) -> None:
         students = [s for s in students if s in args.student]
     if not students:
         sys.exit(f"no submissions for {args.assignment} under {root}")
-    if not isolation_available(args.device.split(":")[0]):
-        print("WARNING: unshare cannot create namespaces here, so student code runs with resource limits "
-              "only and can read files this user can read (see README, 'Isolation').", file=sys.stderr)
+    problem = sandbox.sandbox_problem(args.device.split(":")[0])  # probed once for the whole run
+    if problem and not args.no_sandbox:
+        sys.exit(f"refusing to grade: {problem}.\nOr pass --no-sandbox to grade without it "
+                 "(student code can then read and change every file your user can).")
+    if args.no_sandbox:
+        print("WARNING: --no-sandbox: student code runs with resource limits only and can read and "
+              "change every file this user can (the reference, the gradebook, the course's config).",
+              file=sys.stderr)
     rows = []
     for student in tqdm(students, desc=f"autograde {args.assignment} on {args.device}", unit="submission"):
         reason = _unreadable(root / student / args.assignment)
@@ -144,6 +162,10 @@ def autograde(api: NbGraderAPI, args) -> None:
                 reason = f"the autograder could not run this submission: {_failure(result)}"
         if reason:
             _zero(api, args.assignment, student)
+        repaired = [text for (a, s, _), notes in REPAIRS.items() if (a, s) == (args.assignment, student)
+                    for _, text in notes]
+        if repaired and not reason:
+            reason = "repaired before grading: " + "; ".join(repaired)
         score, max_score = _score(api, args.assignment, student)
         rows.append((student, score, max_score, reason or ""))
     report = Path(api.coursedir.root) / f"autograde-{args.assignment}.csv"
@@ -170,6 +192,35 @@ def export(api: NbGraderAPI, args) -> None:
     print(f"grades written to {plugin.to}")
 
 
+def doctor(args) -> None:
+    """Say what protects grading on this machine; exit 1 when grading would be refused."""
+    device = args.device.split(":")[0]
+    print(f"bwrap: {sandbox.bwrap_path()}")
+    problem = sandbox.sandbox_problem("cpu")
+    print(f"sandbox (user namespaces, bwrap): {'ok' if problem is None else 'NOT AVAILABLE: ' + problem}")
+    if device == "cuda" and problem is None:
+        gpu = sandbox.sandbox_problem("cuda")
+        print(f"GPU visible inside the sandbox: {'ok' if gpu is None else 'NO: ' + gpu}")
+        problem = problem or gpu
+    control = sandbox.resource_control()
+    print("limits on the kernel's whole process tree: " + {
+        "systemd": "cgroup v2 through `systemd-run --user --scope` (memory without swap, processes, CPU)",
+        "cgroupfs": "writable cgroup v1 folders (memory without swap, processes)",
+        "rlimits": "none (no delegated cgroup): per-process rlimits only",
+    }[control])
+    import torch  # noqa: PLC0415 (only this step needs it)
+    mb = sandbox.Limits().memory_mb
+    memory = ((f"data {mb} MB on cpu, not set on cuda (CUDA build of torch)" if torch.version.cuda
+               else f"address space {mb} MB"))
+    print(f"rlimits: memory {memory}, CPU {sandbox.Limits().cpu_seconds} s, "
+          f"{sandbox.Limits().processes} processes, files {sandbox.MAX_FILE_BYTES // 2**20} MB; "
+          f"writable tmpfs {sum(sandbox.TMPFS_MB.values())} MB")
+    print(f"visible read-only: system folders and {', '.join(sandbox.visible_paths())}")
+    if problem:
+        sys.exit("grading would be refused here (see above); `autograde --no-sandbox` grades unprotected")
+    print("ok: autograde runs every kernel in the sandbox")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.split("\n\n")[0])
     parser.add_argument("--course", type=Path, default=Path.cwd(),
@@ -187,19 +238,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--student", nargs="*", help="grade only these students")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds one hidden-test call may run (a notebook cell gets twice that)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="DANGEROUS: grade even where the sandbox cannot run; student code can then read "
+                        "the reference and gradebook and change any file your user can")
     p = steps.add_parser("feedback", help="write HTML feedback for every graded submission")
     p.add_argument("assignment")
     p = steps.add_parser("export", help="export all grades to CSV")
     p.add_argument("--to", default="grades.csv")
+    p = steps.add_parser("doctor", help="check that this machine can grade safely (sandbox, limits, GPU)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: also check the GPU inside the sandbox")
     args = parser.parse_args(argv)
+    if args.step == "doctor":
+        return doctor(args)
 
     # nbgrader runs its database migrations with the `alembic` script of this environment
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     course = args.course.resolve()
     if not (course / "nbgrader_config.py").is_file():
         sys.exit(f"{course} has no nbgrader_config.py: pass --course DIR")
-    overrides = {"SandboxGrade": {"device": args.device, "seed": args.seed, "call_timeout": args.timeout,
-                                  "cell_timeout": 2 * args.timeout}} if args.step == "autograde" else {}
+    overrides = ({"SandboxGrade": {"device": args.device, "seed": args.seed, "call_timeout": args.timeout,
+                                  "cell_timeout": 2 * args.timeout, "sandbox": not args.no_sandbox}}
+                 if args.step == "autograde" else {})
     api = _api(course, **overrides)
     {"generate": generate, "collect": collect, "autograde": autograde,
      "feedback": feedback, "export": export}[args.step](api, args)

@@ -80,11 +80,12 @@ class ReferenceFailed(RuntimeError):
 
 
 def reference_results(reference: nbformat.NotebookNode, tests: ModuleType, *, device: str,
-                      seed: int, limits: Limits) -> dict[tuple[str, int], Any]:
-    """Run every case of ``tests.CASES`` on the reference notebook, in its own process."""
+                      seed: int, limits: Limits, files: tuple = ()) -> dict[tuple[str, int], Any]:
+    """Run every case of ``tests.CASES`` on the reference notebook, in its own process
+    (``files``: the assignment's data files, copied into its working directory)."""
     inputs = _inputs(tests.CASES, seed)
     results = {}
-    with NotebookProcess(reference, device=device, limits=limits, skip_cell=is_test_cell) as ref:
+    with NotebookProcess(reference, device=device, limits=limits, skip_cell=is_test_cell, files=files) as ref:
         for (gid, i), args in inputs.items():
             result = ref.call(tests.CASES[gid][i].call, args)
             if result.error:
@@ -104,12 +105,13 @@ def _explain(call_error: str) -> str:
 
 
 def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tuple[str, int], Any],
-          points: dict[str, float], *, device: str, seed: int, limits: Limits) -> dict[str, CellReport]:
+          points: dict[str, float], *, device: str, seed: int, limits: Limits,
+          files: tuple = ()) -> dict[str, CellReport]:
     """Run the hidden cases on ``student`` (executed in place, so its cells keep their outputs)."""
     inputs = _inputs(tests.CASES, seed)
     reports = {gid: CellReport(gid, points[gid]) for gid in tests.CASES if gid in points}
     hung: dict[str, CallResult] = {}  # a call that hung or crashed once is not tried again
-    with NotebookProcess(student, device=device, limits=limits, skip_cell=is_test_cell) as proc:
+    with NotebookProcess(student, device=device, limits=limits, skip_cell=is_test_cell, files=files) as proc:
         for (gid, i), args in inputs.items():
             if gid not in reports:
                 continue

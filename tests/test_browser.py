@@ -26,10 +26,6 @@ from conftest import ROOT
 from test_book import BOOK, chapter_pages, html  # noqa: F401  (html: the built book fixture)
 
 CHROMIUM = shutil.which(os.environ.get("CHROMIUM", "chromium")) or shutil.which("chromium-browser")
-if CHROMIUM is None and os.environ.get("COURSE_BROWSER_TESTS") == "required":  # set by .ci/run
-    raise RuntimeError("the browser tests need Debian's chromium: apt-get install chromium fonts-noto-cjk")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs a chromium executable "
-                                "(apt-get install chromium fonts-noto-cjk); CI installs it")
 
 SCREENSHOTS = BOOK / "_build" / "screenshots"
 PAGES = ["intro", "pytorch/pytorch", *chapter_pages(), "glossary"]
@@ -95,6 +91,7 @@ def site(html):  # noqa: F811
 def browser():
     from playwright.sync_api import sync_playwright
 
+    assert CHROMIUM, "the browser tests need Chromium and a CJK font: apt-get install chromium fonts-noto-cjk"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser

@@ -192,7 +192,7 @@ def test_missing_function_is_named_in_the_feedback(graded):
 
 
 def test_student_code_cannot_read_the_reference_or_touch_the_gradebook(graded):
-    assert isolation_available(), "this machine cannot run kernels in namespaces (unshare)"
+    assert isolation_available(), "this machine cannot run kernels in the bubblewrap sandbox (see doctor)"
     row = graded["snooper"]
     assert row["score"] == FULL - 1 - 1  # one_hot and embed (which calls it) earn nothing
     assert "FileNotFoundError" in row["report"]["test_one_hot"], row["report"]["test_one_hot"]
