@@ -99,20 +99,21 @@ def _mha(sd: dict, x: torch.Tensor, n_head: int, causal: bool = True, prefix: st
 
 
 def _attention_variant(sd: dict, x: torch.Tensor, n_head: int, *, order=(0, 1, 2),
-                       heads_by_view: bool = False, project: bool = True) -> torch.Tensor:
-    """Causal attention with a mistake built in: q, k, v taken in another order, heads cut by a
-    plain view (B, nh, T, hs) instead of view + transpose, or no output projection."""
+                       split_by_view: bool = False, merge_by_view: bool = False,
+                       project: bool = True) -> torch.Tensor:
+    """Causal attention with a mistake built in: q, k, v taken in another order, heads cut (or
+    put back) by a plain view (B, nh, T, hs) instead of view + transpose, or no output projection."""
     x = _cpu64(x)
     B, T, C = x.shape
     hs = C // n_head
     qkv = x @ _cpu64(sd["c_attn.weight"]).T + _cpu64(sd["c_attn.bias"])
     q, k, v = (qkv.split(C, -1)[i] for i in order)
-    if heads_by_view:
+    if split_by_view:
         q, k, v = (t.reshape(B, n_head, T, hs) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).reshape(B, T, C)
     else:
         q, k, v = (t.view(B, T, n_head, hs).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+    y = y.reshape(B, T, C) if merge_by_view else y.transpose(1, 2).reshape(B, T, C)
     return y @ _cpu64(sd["c_proj.weight"]).T + _cpu64(sd["c_proj.bias"]) if project else y
 
 
@@ -138,7 +139,9 @@ ATTN_ORDER = Hint("q, k and v are taken in another order: c_attn(x).split(C, dim
 ATTN_HEADS = Hint("the heads are cut wrongly: view each of q, k, v as (B, T, n_head, hs) and then "
                   "transpose(1, 2) to (B, n_head, T, hs); a plain view to (B, n_head, T, hs) mixes "
                   "positions and features. Undo it the same way: transpose(1, 2), then view (B, T, C).",
-                  _attention_mistake(heads_by_view=True))
+                  lambda got, exp, args: any(
+                      _attention_mistake(split_by_view=a, merge_by_view=b)(got, exp, args)
+                      for a, b in ((True, True), (True, False), (False, True))))
 ATTN_NO_PROJ = Hint("the output projection is missing: apply self.c_proj to the concatenated heads.",
                     _attention_mistake(project=False))
 ATTENTION_HINTS = (ATTN_NO_MASK, ATTN_ORDER, ATTN_HEADS, ATTN_NO_PROJ)
@@ -550,26 +553,24 @@ def check_convert_gpt2_state_dict(convert: Callable) -> None:
     got = _call(convert, shown, sd)
     if not isinstance(got, dict):
         raise CheckFailed(f"{shown} returned {type(got).__name__}: return a new dict name -> tensor")
-    args = (sd,)
-    hints = [h.text for h in CONVERT_HINTS if h.matches(got, None, args)]
+    hints = [h.text for h in CONVERT_HINTS if h.matches(got, None, (sd,))]  # judged on the whole dict
     expect(sorted(got), sorted(gpt_shapes(TINY)), f"the keys of {shown}", hints or [
         "every key of GPT(config).state_dict(), lm_head.weight included, and nothing else."])
     x = torch.randn(3, 32, generator=g)
     for name in sd:
         if name not in got:
             continue
+        value = got[name]
         if _conv1d(name):
             W = sd[name]  # (in, out)
-            value = got[name]
-            _expect(tuple(value.shape) if isinstance(value, torch.Tensor) else value, tuple(W.t().shape),
-                    f"result[{name!r}].shape", "nn.Linear's weight is (out, in).", CONVERT_HINTS, args)
-            _expect(F.linear(x[:, :W.shape[0]], value), x[:, :W.shape[0]] @ W,
-                    f"F.linear(x, result[{name!r}])",
-                    "nn.Linear with the converted weight must compute what Conv1D computed, x @ W.",
-                    CONVERT_HINTS, args)
+            expect(tuple(value.shape) if isinstance(value, torch.Tensor) else value, tuple(W.t().shape),
+                   f"result[{name!r}].shape", ["nn.Linear's weight is (out, in).", *hints])
+            expect(F.linear(x[:, :W.shape[0]], value), x[:, :W.shape[0]] @ W,
+                   f"F.linear(x, result[{name!r}])", ["nn.Linear with the converted weight must "
+                                                      "compute what Conv1D computed, x @ W.", *hints])
         else:
-            _expect(got[name], sd[name], f"result[{name!r}]", "entries other than the four Conv1D "
-                    "weights are copied unchanged.", CONVERT_HINTS, args)
+            expect(value, sd[name], f"result[{name!r}]", ["entries other than the four Conv1D "
+                                                          "weights are copied unchanged.", *hints])
     for name, value in before.items():
         expect(sd[name], value, f"the input's {name!r} after the call", ["do not modify sd in place."])
     passed("convert_gpt2_state_dict", 3)
@@ -623,7 +624,7 @@ def check_sample_next(sample_next: Callable) -> None:
             SAMPLE_HINTS, (logits, 0, 0, None, None))
     shown = "sample_next(<random (4, 7) logits>, temperature=1.5, top_k=1)"
     _expect(_call(sample_next, shown, logits, 1.5, 1), logits.argmax(-1), shown,
-            "top_k=1 leaves only the most likely token to draw.")
+            "top_k=1 leaves only the most likely token to draw.", SAMPLE_HINTS, (logits, 0, 1.5, 1, None))
     for t in (0.7, 1.0, 2.0):
         shown = f"sample_next(<random (4, 7) logits>, temperature={t}, generator=<seeded with 3>)"
         got = _call(sample_next, shown, logits, t, None, None, torch.Generator().manual_seed(3))
