@@ -134,6 +134,7 @@ def _tensor_difference(got: Any, expected: torch.Tensor, name: str) -> str | Non
     if e.dtype.is_floating_point:
         g64, e64 = g.double(), e.double()
         bad = ~((g64 - e64).abs() <= atol + rtol * e64.abs())
+        bad |= (g64.isinf() | e64.isinf()) & (g64 != e64)  # rtol * |inf| would accept anything
         bad |= g64.isnan() != e64.isnan()
         bad &= ~(g64.isnan() & e64.isnan())
         both_inf = g64.isinf() & e64.isinf() & (g64 == e64)
