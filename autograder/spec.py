@@ -106,6 +106,10 @@ _ERROR_HINTS = (
     (r"Class values must be smaller than num_classes",
      "an id is not below num_classes: one-hot vectors for ids that index the rows of a (V, d) "
      "matrix need num_classes = V, its number of rows."),
+    (r"Expected target size",
+     "F.cross_entropy wants the classes in dimension 1: logits (B, V, T) with targets (B, T), so "
+     "transpose the (B, T, V) logits (logits.transpose(1, 2)), or flatten both "
+     "(logits.reshape(-1, V), targets.reshape(-1))."),
     (r"out of bounds|index out of range|out of range",
      "an index is out of range: compare the indices you use with the size of the dimension "
      "they index."),

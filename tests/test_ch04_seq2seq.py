@@ -15,6 +15,7 @@ import torch
 from nbclient import NotebookClient
 
 from autograder.chapters import ch04_seq2seq as checks
+from autograder.grading import _explain, _inputs
 from autograder.spec import CheckFailed
 from conftest import ROOT, grade_class, make_submission, reference_namespace
 
@@ -67,6 +68,62 @@ def beam_search(step, state, max_len, beam_size, alpha=0.0, bos=BOS, eos=EOS):
     return tokens, log_p / ((5 + len(tokens)) / 6) ** alpha
 ''', "test_beam_search", "keep beam_size hypotheses"),
 }
+
+# More mistakes found in a student-eye review, tested without the grading kernel (cheap): the
+# public check and the hidden cases, judged in this process, must name each one.
+REVIEWED = {
+    "softmax_over_batch": ("decoder_step", '''
+def decoder_step(model, y_prev, h):
+    o, h_new = model.decoder(model.tgt_emb(y_prev)[:, None], h[None])
+    return F.log_softmax(model.out(o[:, 0]), 0), h_new[0]  # mistake: normalised over the batch
+''', "test_decoder_step", "wrong dimension"),
+    "logits_not_transposed": ("teacher_forced_loss", '''
+def teacher_forced_loss(model, src, src_len, tgt):
+    _, h = encode(model, src, src_len)
+    s, _ = model.decoder(model.tgt_emb(tgt[:, :-1]), h[None])
+    return F.cross_entropy(model.out(s), tgt[:, 1:], ignore_index=PAD)  # mistake: (B, T, V)
+''', "test_teacher_forced_loss", "classes in dimension 1"),
+    "stops_when_any_row_ends": ("greedy_decode", '''
+def greedy_decode(step, state, max_len, bos=BOS, eos=EOS):
+    prev = torch.full((state.shape[0],), bos, device=state.device)
+    out, done = [[] for _ in range(state.shape[0])], [False] * state.shape[0]
+    for _ in range(max_len):
+        log_probs, state = step(prev, state)
+        prev = log_probs.argmax(-1)
+        for b, token in enumerate(prev.tolist()):
+            if not done[b]:
+                out[b].append(token)
+                done[b] = token == eos
+        if any(done):  # mistake: all rows must have finished
+            break
+    return out
+''', "test_greedy_decode", "all, not any"),
+    "state_of_first_row": ("beam_search", '''
+def beam_search(step, state, max_len, beam_size, alpha=0.0, bos=BOS, eos=EOS):
+    beam, finished = [([], 0.0, state[0])], []
+    for _ in range(max_len):
+        prev = torch.tensor([t[-1] if t else bos for t, _, _ in beam], device=state.device)
+        log_probs, new_state = step(prev, torch.stack([s for _, _, s in beam]))
+        extensions = sorted(((score + lp, tokens + [v], i) for i, (tokens, score, _) in enumerate(beam)
+                             for v, lp in enumerate(log_probs[i].tolist())), reverse=True)
+        beam = []
+        for score, tokens, i in extensions[:beam_size]:
+            if tokens[-1] == eos:
+                finished.append((tokens, score))
+            else:
+                beam.append((tokens, score, new_state[0]))  # mistake: not the parent's state
+        if not beam:
+            break
+    tokens, score = max(finished + [(t, s) for t, s, _ in beam],
+                        key=lambda h: h[1] / ((5 + len(h[0])) / 6) ** alpha)
+    return tokens, score / ((5 + len(tokens)) / 6) ** alpha
+''', "test_beam_search", "parent"),
+}
+REVIEWED["length_without_eos"] = ("beam_search", REVIEWED["state_of_first_row"][1].replace(
+    "new_state[0]))  # mistake: not the parent's state", "new_state[i]))").replace(
+    "return tokens, score / ((5 + len(tokens)) / 6) ** alpha",
+    "return tokens, score / ((4 + len(tokens)) / 6) ** alpha  # mistake: |Y| without eos"),
+    "test_beam_search", "without eos")
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +210,31 @@ def test_untouched_exercise_checks_say_what_to_do():
         errors = [o for o in cell.outputs if o.output_type == "error"]
         assert errors and errors[0].ename == "CheckFailed", cell.source
         assert "replace `raise NotImplementedError()` with your code" in errors[0].evalue
+
+
+@pytest.mark.parametrize("student", REVIEWED)
+def test_reviewed_mistake_public_check_names_it(reference, student):
+    name, _, _, words = REVIEWED[student]
+    namespace = dict(reference)
+    exec(REVIEWED[student][1], namespace)
+    with pytest.raises(CheckFailed) as failure:
+        _run_check(name, namespace)
+    assert words in str(failure.value), str(failure.value)
+
+
+@pytest.mark.parametrize("student", REVIEWED)
+def test_reviewed_mistake_hidden_cases_name_it(reference, student):
+    """The grader's hidden cases (judged here, in process) fail with the mistake's own hint."""
+    _, code, cell, words = REVIEWED[student]
+    namespace = dict(reference)
+    exec(code, namespace)
+    messages = []
+    for (gid, i), args in _inputs({cell: checks.CASES[cell]}, 0).items():
+        case = checks.CASES[gid][i]
+        expected = eval(case.call, reference)(*args)
+        try:
+            messages.append(case.judge(eval(case.call, namespace)(*args), expected, args))
+        except Exception as error:  # what the grader reports for a crash
+            messages.append(_explain(f"raised {type(error).__name__}: {error}"))
+    failed = [m for m in messages if m is not None]
+    assert failed and all(words in m for m in failed), failed

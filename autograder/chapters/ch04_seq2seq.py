@@ -85,6 +85,12 @@ def _as_tensor_pair(x: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
     return p if p and all(isinstance(t, torch.Tensor) for t in p) else None
 
 
+def _second_order_step(table: torch.Tensor) -> Callable:
+    """``step`` whose next token depends on the last two: the state (B, 1) holds the one before
+    ``prev``, so a hypothesis continued from another row's state gets other probabilities."""
+    return lambda prev, state: (table[state[:, 0].long(), prev], prev[:, None].to(state.dtype))
+
+
 def _markov_step(tables: torch.Tensor) -> Callable:
     """``step`` of a hand-made model: row b uses table ``state[b, 0]``, next token | previous."""
     return lambda prev, state: (tables[state[:, 0].long(), prev], state)
@@ -100,12 +106,27 @@ def _tables(*rows: dict[int, dict[int, float]], V: int = 5) -> torch.Tensor:
     return (out / out.sum(-1, keepdim=True)).log()
 
 
+def _second_order_table(probs: dict[tuple[int, int], dict[int, float]], V: int = 5) -> torch.Tensor:
+    """(V, V, V) log-probabilities table[before, prev, next] (the rest gets 1e-3)."""
+    out = torch.full((V, V, V), 1e-3, dtype=torch.float64)
+    for (before, prev), row in probs.items():
+        for token, p in row.items():
+            out[before, prev, token] = p
+    return (out / out.sum(-1, keepdim=True)).log()
+
+
 A, B_ = 3, 4  # the tokens 'a' and 'b' of the hand-made tables (V = 5: pad, bos, eos, a, b)
 # Greedy says [a, eos] (0.6 * 0.45 = 0.27); the best sequence is [b, eos] (0.4 * 0.9 = 0.36).
 GREEDY_TRAP = {BOS: {A: 0.6, B_: 0.4}, A: {EOS: 0.45, A: 0.3, B_: 0.25}, B_: {EOS: 0.9, A: 0.05, B_: 0.05}}
 # Never ends: a b a b ...
 NO_END = {BOS: {A: 0.9}, A: {B_: 0.9}, B_: {A: 0.9}}
 # [eos] alone has 0.45; [a, eos] has 0.55 * 0.75 = 0.4125: a length penalty flips the choice.
+# {(before prev, prev): {next: prob}}. After 2 steps [b, a] (0.4275) leads [a, a] (0.33) and the
+# parents swap rows; then what follows a depends on the token before it: [b, a, eos] (0.385) wins.
+# A hypothesis continued from the other row's state ends as [b, a, a].
+NEEDS_STATE = {(PAD, BOS): {A: 0.55, B_: 0.45}, (BOS, A): {A: 0.6, EOS: 0.2, B_: 0.2},
+               (BOS, B_): {A: 0.95}, (A, A): {EOS: 0.3, A: 0.7}, (B_, A): {EOS: 0.9, A: 0.1}}
+STATE_MIXUP = [B_, A, A]  # what beam search returns on NEEDS_STATE when states follow the wrong row
 SHORT_OR_LONG = {BOS: {EOS: 0.45, A: 0.55}, A: {EOS: 0.75, A: 0.15, B_: 0.1}, B_: {EOS: 0.9}}
 
 
@@ -172,10 +193,26 @@ STEP_PROBS = Hint(
     "F.log_softmax, not F.softmax.",
     lambda got, exp, args: bool((_tensor(got[0]) >= 0).all()) and torch.allclose(
         _tensor(got[0]).double(), _tensor(exp[0]).double().exp(), rtol=1e-4, atol=1e-5))
+def _softmax_over_batch(log_probs: Any) -> bool:
+    """exp(log_probs) sums to 1 down each column (over the batch), not along each row."""
+    t = _tensor(log_probs)
+    if t is None or t.dim() != 2 or not t.dtype.is_floating_point:
+        return False
+    p = t.double().exp()
+    one = torch.ones((), dtype=torch.float64)
+    return (torch.allclose(p.sum(0), one.expand(t.shape[1]), atol=1e-4)
+            and not torch.allclose(p.sum(1), one.expand(t.shape[0]), atol=1e-4))
+
+
+STEP_AXIS = Hint(
+    "your log-softmax ran over the wrong dimension: each column of log_probs sums to 1 over the "
+    "batch. The distribution is over the vocabulary, the last dimension: "
+    "F.log_softmax(model.out(h_new), dim=-1).",
+    lambda got, exp, args: _softmax_over_batch(_pair(got)[0]))
 STEP_LAYER_DIM = Hint(
     "h_new must be (B, H): nn.GRU returns its state as (1, B, H), squeeze the first dimension.",
     lambda got, exp, args: tuple(_tensor(got[1]).shape) == (1, *exp[1].shape))
-STEP_HINTS = (STEP_LOGITS, STEP_PROBS, STEP_LAYER_DIM)
+STEP_HINTS = (STEP_LOGITS, STEP_PROBS, STEP_AXIS, STEP_LAYER_DIM)
 
 
 def _counts(tgt: torch.Tensor) -> tuple[int, int]:
@@ -219,19 +256,37 @@ def _lists(x: Any) -> list[list[int]] | None:
         return None
 
 
+def _eos(args: tuple) -> int:
+    """The eos id of a greedy call: its last argument when bos and eos are passed, else EOS."""
+    return args[-1] if len(args) == 5 and isinstance(args[-1], int) else EOS
+
+
+def _stopped_early(got, exp, args) -> bool:
+    """Every row stopped at the step where the first row produced eos (any, not all)."""
+    rows, eos = _lists(got), _eos(args)
+    return (len({len(g) for g in rows}) == 1 and any(g and g[-1] == eos for g in rows)
+            and any(len(g) < len(e) and g == e[:len(g)] for g, e in zip(rows, exp)))
+
+
+GREEDY_STOPPED_EARLY = Hint(
+    "every row stopped as soon as one row produced eos: a finished row stops growing, but keep "
+    "calling step until every row has finished (all, not any) or max_len steps are done.",
+    _stopped_early)
 GREEDY_PAST_EOS = Hint(
     "a row goes on after its eos: stop adding tokens to a row once it has produced eos "
     "(keep that eos, and nothing after it).",
-    lambda got, exp, args: any(len(g) > len(e) and g[:len(e)] == e and e and e[-1] == EOS
+    lambda got, exp, args: any(len(g) > len(e) and g[:len(e)] == e and e and e[-1] == _eos(args)
                                for g, e in zip(_lists(got), exp)))
 GREEDY_NO_EOS = Hint(
     "keep the eos at the end of each finished row: it tells the caller the row ended on its own.",
-    lambda got, exp, args: any(e and e[-1] == EOS and g == e[:-1] for g, e in zip(_lists(got), exp)))
+    lambda got, exp, args: not _stopped_early(got, exp, args)
+    and any(e and e[-1] == _eos(args) and g == e[:-1] for g, e in zip(_lists(got), exp)))
 GREEDY_MAX_LEN = Hint(
     "a row that never produces eos has exactly max_len tokens: loop at most max_len times "
     "(range(max_len)), one token per step.",
-    lambda got, exp, args: any(EOS not in e and len(g) != len(e) and g[:len(e)] == e[:len(g)]
-                               for g, e in zip(_lists(got), exp)))
+    lambda got, exp, args: not _stopped_early(got, exp, args)
+    and any(_eos(args) not in e and len(g) != len(e) and g[:len(e)] == e[:len(g)]
+            for g, e in zip(_lists(got), exp)))
 GREEDY_BOS = Hint(
     "leave bos out of the result: it is the first input, not an output.",
     lambda got, exp, args: any(g[:1] == [BOS] and g[1:] == e for g, e in zip(_lists(got), exp)))
@@ -239,7 +294,7 @@ GREEDY_TENSOR = Hint(
     "return plain Python lists of ints (.tolist()), one list per row, each as long as that row's "
     "output (rows may differ in length).",
     lambda got, exp, args: isinstance(got, torch.Tensor))
-GREEDY_HINTS = (GREEDY_PAST_EOS, GREEDY_NO_EOS, GREEDY_MAX_LEN, GREEDY_BOS, GREEDY_TENSOR)
+GREEDY_HINTS = (GREEDY_STOPPED_EARLY, GREEDY_PAST_EOS, GREEDY_NO_EOS, GREEDY_MAX_LEN, GREEDY_BOS, GREEDY_TENSOR)
 
 
 def _beam_parts(got):
@@ -258,22 +313,43 @@ def _alpha(args) -> float:
     return args[-1]
 
 
+def _state_mixup(got, exp, args) -> bool:
+    return isinstance(args[0], torch.Tensor) and args[0].dim() == 3 and _beam_parts(got)[0] == STATE_MIXUP
+
+
+def _len_without_eos(got, exp, args) -> bool:
+    """The right tokens, scored with |Y| - 1 (eos not counted) in the length penalty."""
+    tokens, score = _beam_parts(got)
+    log_p = exp[1] * _lp(len(exp[0]), _alpha(args))
+    return (tokens == list(exp[0]) and score is not None and _alpha(args) > 0
+            and math.isclose(score, log_p / _lp(len(tokens) - 1, _alpha(args)), rel_tol=1e-4, abs_tol=1e-6))
+
+
+BEAM_STATE = Hint(
+    "each kept extension must continue from the state that step returned for its own parent "
+    "(new_state[parent]), not from another row's: after the extensions are sorted, the kept ones "
+    "come from parents in a new order.", _state_mixup)
 BEAM_ONE = Hint(
     "your result scores lower than the best hypothesis a beam of this size finds: keep beam_size "
     "hypotheses at every step and choose among all hypotheses × tokens, not only the best token of "
     "the best hypothesis (with beam_size hypotheses, greedy's first choice can be overtaken).",
-    lambda got, exp, args: _beam_parts(got)[1] is not None and _beam_parts(got)[1] < exp[1] - 1e-4)
+    lambda got, exp, args: _beam_parts(got)[1] is not None and _beam_parts(got)[1] < exp[1] - 1e-4
+    and _beam_parts(got)[0] != list(exp[0]) and not _state_mixup(got, exp, args))
 BEAM_LP = Hint(
     "right tokens, wrong score: the score is log P(Y) / ((5 + |Y|) / 6) ** alpha with |Y| the "
-    "number of tokens including eos (and without bos).",
+    "number of tokens including eos (and without bos). If your formula is right, the "
+    "log-probabilities you summed came from another hypothesis' state (use new_state[parent]).",
     lambda got, exp, args: _beam_parts(got)[0] == list(exp[0]) and _beam_parts(got)[1] is not None
-    and not math.isclose(_beam_parts(got)[1], exp[1], rel_tol=1e-4, abs_tol=1e-6))
+    and not _len_without_eos(got, exp, args) and not math.isclose(_beam_parts(got)[1], exp[1], rel_tol=1e-4, abs_tol=1e-6))
+BEAM_LP_EOS = Hint(
+    "right tokens, but the length penalty used |Y| without eos: |Y| counts every output token, "
+    "eos included (not bos).", _len_without_eos)
 BEAM_LP_IGNORED = Hint(
     "with alpha > 0 a longer hypothesis should have won: compare the finished hypotheses by the "
     "normalised score log P(Y) / lp(Y), not by log P(Y) alone.",
     lambda got, exp, args: _alpha(args) > 0 and isinstance(_beam_parts(got)[0], list)
     and len(_beam_parts(got)[0]) < len(exp[0]))
-BEAM_HINTS = (BEAM_ONE, BEAM_LP, BEAM_LP_IGNORED)
+BEAM_HINTS = (BEAM_STATE, BEAM_ONE, BEAM_LP, BEAM_LP_EOS, BEAM_LP_IGNORED)
 
 
 # ----------------------------------------------------------------------------------------
@@ -336,6 +412,7 @@ def check_decoder_step(decoder_step: Callable, Seq2Seq: type) -> None:
     _shape(log_probs, (2, 7), f"{shown}: log_probs")
     _shape(h1, (2, 4), f"{shown}: h_new")
     _expect(log_probs.exp().sum(-1), torch.ones(2), f"{shown}: log_probs.exp().sum(-1)",
+            STEP_AXIS.text if _softmax_over_batch(log_probs) else
             "log_probs are log-probabilities: exp of each row sums to 1. If these are logits, "
             "apply F.log_softmax(..., dim=-1) to model.out(h_new).")
     states, _ = model.decoder(model.tgt_emb(y), h0[None])  # (B, T, H): all steps at once
@@ -436,7 +513,20 @@ def check_beam_search(beam_search: Callable) -> None:
         if _pair(got) and isinstance(got[0], torch.Tensor):
             got = (got[0].tolist(), got[1])
         _expect(got, expected, shown, why, BEAM_HINTS, call_args if len(args) > 2 else (*call_args, 0.0))
-    passed("beam_search", len(examples))
+    table = _second_order_table(NEEDS_STATE)
+    tokens = [B_, A, EOS]
+    log_p = sum(float(table[before, prev, token])
+                for before, prev, token in zip([PAD, BOS, *tokens], [BOS, *tokens], tokens))
+    shown = "beam_search(<table of the last two tokens; the state holds the one before prev>, state, max_len=3, beam_size=2)"
+    call_args = (table, torch.zeros(1, 1), 3, 2, 0.0)
+    got = _call(beam_search, shown, _second_order_step(table), *call_args[1:])
+    if _pair(got) and isinstance(got[0], torch.Tensor):
+        got = (got[0].tolist(), got[1])
+    _expect(got, (tokens, log_p), shown,
+            "after 2 steps the beam holds [b, a] (0.4275) then [a, a] (0.33), each with the state "
+            "its own parent's step returned; after [b, a], eos has 0.9: [b, a, eos] = 0.385.",
+            BEAM_HINTS, call_args)
+    passed("beam_search", len(examples) + 1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -452,8 +542,12 @@ LOSS = (f"lambda sd, src, src_len, tgt: (lambda m: (teacher_forced_loss(m, src, 
 SCORER = ("lambda E, W, U, c: lambda prev, h: (lambda h2: (torch.log_softmax(h2 @ U + c, -1), h2))"
           "(torch.tanh(E[prev] + h @ W))")
 TABLE = "lambda T: lambda prev, state: (T[prev], state)"
+# The state holds the token before prev: T[before, prev] (V, V, V).
+TABLE2 = "lambda T: lambda prev, state: (T[state[:, 0].long(), prev], prev[:, None].to(state.dtype))"
 GREEDY_SCORER = f"lambda E, W, U, c, h, max_len: greedy_decode(({SCORER})(E, W, U, c), h, max_len)"
 GREEDY_TABLE = f"lambda T, state, max_len, bos, eos: greedy_decode(({TABLE})(T), state, max_len, bos, eos)"
+BEAM_TABLE2 = (f"lambda T, state, max_len, beam_size, alpha: "
+               f"beam_search(({TABLE2})(T), state, max_len, beam_size, alpha)")
 BEAM_SCORER = (f"lambda E, W, U, c, h, max_len, beam_size, alpha: "
                f"beam_search(({SCORER})(E, W, U, c), h, max_len, beam_size, alpha)")
 BEAM_TABLE = (f"lambda T, state, max_len, beam_size, alpha: "
@@ -574,6 +668,9 @@ CASES: dict[str, list[Case]] = {
     "test_beam_search": [
         Case(BEAM_TABLE, _beam_trap, "a table whose best sequence is not greedy's", BEAM_HINTS),
         Case(BEAM_TABLE, _beam_table_alpha, "a table where alpha decides between lengths", BEAM_HINTS),
+        Case(BEAM_TABLE2, lambda g: (_second_order_table(NEEDS_STATE).float(), torch.zeros(1, 1), 3,
+                                     _int(g, 2, 4), 0.0),
+             "a model whose state matters (hypotheses reordered between steps)", BEAM_HINTS),
         Case(BEAM_SCORER, lambda g: _beam_scorer(g, alpha=0.0), "random scorer, alpha = 0", BEAM_HINTS),
         Case(BEAM_SCORER, lambda g: _beam_scorer(g, alpha=1.0, eos_bias=1.0),
              "random scorer, alpha = 1", BEAM_HINTS),
