@@ -174,10 +174,15 @@ WEIGHTS_UNIFORM_EMPTY = Hint(
     lambda got, exp, args: (_shape_is(got, exp.shape) and bool((~_row_has_real(args)).any())
                             and torch.allclose(_cpu64(got)[~_row_has_real(args)],
                                                torch.tensor(1.0 / args[0].shape[-1]).double())))
+WEIGHTS_SCORES_TIMES_MASK = Hint(
+    "multiplying the scores by the mask sets the padded scores to 0, and exp(0) = 1 still gives "
+    "them weight: fill them with -inf instead, scores.masked_fill(~mask, float('-inf')).",
+    lambda got, exp, args: _close(got, (_cpu64(args[0]) * args[1].cpu()).softmax(-1)))
 WEIGHTS_INVERTED = Hint(
     "your weights are non-zero at padded positions (mask False): padding must get weight "
     "exactly 0; the mask is True at real positions.",
-    lambda got, exp, args: (_shape_is(got, exp.shape) and bool(
+    lambda got, exp, args: (_shape_is(got, exp.shape) and not WEIGHTS_SCORES_TIMES_MASK.matches(
+        got, exp, args) and bool(
         (_cpu64(got).abs() > 0)[~torch.broadcast_to(args[1].cpu(), exp.shape)].any())))
 WEIGHTS_DTYPE = Hint(
     "keep the dtype of the scores: do not convert to float32 (torch.softmax keeps the dtype).",
@@ -186,13 +191,18 @@ WEIGHTS_FILL_OVERFLOW = (
     "a fill value such as -1e9 does not fit in float16 (whose largest magnitude is 65504), and "
     "the grader also runs float16 and bfloat16 scores: fill the padded scores with "
     "float('-inf'), which every floating dtype holds.")
-WEIGHTS_HINTS = (WEIGHTS_NAN, WEIGHTS_UNIFORM_EMPTY, WEIGHTS_AFTER_SOFTMAX, WEIGHTS_AXIS,
-                 WEIGHTS_INVERTED, WEIGHTS_DTYPE)
+WEIGHTS_HINTS = (WEIGHTS_NAN, WEIGHTS_SCORES_TIMES_MASK, WEIGHTS_UNIFORM_EMPTY,
+                 WEIGHTS_AFTER_SOFTMAX, WEIGHTS_AXIS, WEIGHTS_INVERTED, WEIGHTS_DTYPE)
 
 CONTEXT_BROADCAST = Hint(
     "weights (B, S) @ values (B, S, d_v) broadcasts to (B, B, d_v): the weights need a middle "
     "axis, (B, 1, S) @ (B, S, d_v) -> (B, 1, d_v), then drop it.",
-    lambda got, exp, args: _shape_is(got, (args[0].shape[0], *exp.shape)))
+    lambda got, exp, args: _shape_is(got, (args[0].shape[0], *exp.shape)) and exp.shape[0] > 1)
+CONTEXT_SQUEEZE = Hint(
+    "the context has shape (B, d_v): drop the middle axis of (B, 1, S) @ (B, S, d_v) -> "
+    "(B, 1, d_v), e.g. with .squeeze(1). (The weights do need that axis first: a 2-D (B, S) @ "
+    "(B, S, d_v) broadcasts to (B, B, d_v), which has this shape only when B = 1.)",
+    lambda got, exp, args: _shape_is(got, (exp.shape[0], 1, *exp.shape[1:])))
 CONTEXT_MEAN = Hint(
     "this is the plain mean of the values: weight each value by its attention weight.",
     lambda got, exp, args: _close(got, _cpu64(args[1]).mean(1)) and _differs(got, exp))
@@ -206,7 +216,7 @@ CONTEXT_WEIGHTS_ON_FEATURES = Hint(
     "(B, S, 1) * (B, S, d_v), then sum over the positions (axis 1).",
     lambda got, exp, args: _close(got, (_cpu64(args[0]) * _cpu64(args[1])).sum(1))
     and _differs(got, exp))
-CONTEXT_HINTS = (CONTEXT_BROADCAST, CONTEXT_MEAN, CONTEXT_FEATURE_SUM, CONTEXT_WEIGHTS_ON_FEATURES)
+CONTEXT_HINTS = (CONTEXT_BROADCAST, CONTEXT_SQUEEZE, CONTEXT_MEAN, CONTEXT_FEATURE_SUM, CONTEXT_WEIGHTS_ON_FEATURES)
 
 
 def _parts(got: Any) -> tuple | None:
