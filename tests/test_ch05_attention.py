@@ -75,6 +75,12 @@ def attentive_decoder_step(x_t, h_prev, H, mask, params):
     return logits, h_t, alpha
 '''
 
+# Exercise 5, public check only: the padding mask forgotten.
+STEP_NO_MASK = STEP_CONCAT_ORDER.replace(
+    'attention_weights(general_score(h_t, H, p["W_a"]), mask)',
+    'torch.softmax(general_score(h_t, H, p["W_a"]), dim=-1)').replace("[h_t, c_t]", "[c_t, h_t]")
+assert "softmax" in STEP_NO_MASK and "[c_t, h_t]" in STEP_NO_MASK
+
 MISTAKES = {  # student -> (replaced name, source, the exercise it costs, words of its hint)
     "general_transposed": ("general_score", GENERAL_TRANSPOSED, "test_multiplicative",
                            "not h @ W_a.T"),
@@ -188,6 +194,21 @@ def test_reference_passes_every_public_check(reference, capsys):
     (CONTEXT_BROADCAST, "broadcasts to (B, B, d_v)"),
     ("def context_vector(weights, values):\n    return values.mean(1)", "plain mean"),
     (STEP_PREVIOUS_STATE, "not h_prev"),
+    # found by a student-eye review: each once passed its check or got a misleading hint
+    ("def dot_score(h, H):\n    return h @ H.transpose(1, 2)", "its own axis, h[:, None, :]"),
+    ("def dot_score(h, H):\n    return (h @ H.transpose(1, 2)).squeeze(1)", "shape (B, B, S)"),
+    ("def additive_score(h, H, W_q, W_k, v):\n"
+     "    return torch.tanh(h @ W_q.T + H @ W_k.T) @ v", "Give it a middle axis"),
+    ("def attention_weights(scores, mask):\n"
+     "    return torch.softmax(scores.masked_fill(~mask, -1e9), -1) * mask",
+     "does not fit in float16"),
+    ("def context_vector(weights, values):\n    return (weights * values).sum(1)",
+     "lines the weights up with the last two axes"),
+    (STEP_NO_MASK, "alpha puts weight on padded source positions"),
+    ("def attention_weights(scores, mask):\n    return torch.softmax(scores * mask, -1)",
+     "exp(0) = 1 still gives them weight"),
+    ("def context_vector(weights, values):\n    return weights.unsqueeze(1) @ values",
+     "drop the middle axis"),
     (STEP_CONCAT_ORDER, "with the context first"),
     (STEP_CONCAT_ORDER.replace("return logits, h_t, alpha", "return logits, torch.tanh(h_t @ p['W_a']), alpha"),
      "h_t differs"),

@@ -59,9 +59,15 @@ def _general_transposed(args: tuple) -> torch.Tensor | None:
 
 SCORE_SQUEEZE = Hint(
     "the scores must have shape (B, S): one number per batch row and source position. "
-    "Squeeze the size-1 axis left by the matrix product (e.g. (B, S, 1) -> (B, S)).",
+    "Squeeze the size-1 axis left by the matrix product (e.g. (B, S, 1) -> (B, S)), and check "
+    "that each query meets only its own row's keys (the query needs its own axis, h[:, None, :]).",
     lambda got, exp, args: (isinstance(got, torch.Tensor) and got.shape != exp.shape
                             and got.numel() == exp.numel()))
+SCORE_BATCH_BROADCAST = Hint(
+    "your scores have shape (B, B, S): every query was scored against every batch row's keys, "
+    "because (B, d) @ (B, d, S) broadcasts the 2-D query over the batch. Give the query its own "
+    "axis, h[:, None, :] @ H.transpose(1, 2) -> (B, 1, S), then drop it (or use torch.einsum).",
+    lambda got, exp, args: _shape_is(got, (exp.shape[0], *exp.shape)) and exp.shape[0] > 1)
 DOT_SCALED = Hint(
     "Luong's dot score is the plain dot product h·hbar_s: no division by sqrt(d) "
     "(the 1/sqrt(d_k) scale belongs to the Transformer's scaled dot product, Chapter 6).",
@@ -72,7 +78,7 @@ GENERAL_TRANSPOSED = Hint(
     "the dot product with every key; not h @ W_a.T.",
     lambda got, exp, args: (t := _general_transposed(args)) is not None and _close(got, t)
     and _differs(got, exp))
-MULTIPLICATIVE_HINTS = (SCORE_SQUEEZE, DOT_SCALED, GENERAL_TRANSPOSED)
+MULTIPLICATIVE_HINTS = (SCORE_SQUEEZE, SCORE_BATCH_BROADCAST, DOT_SCALED, GENERAL_TRANSPOSED)
 
 
 def _concat_swapped(args: tuple) -> torch.Tensor | None:
@@ -116,7 +122,22 @@ ADDITIVE_SWAPPED = Hint(
     "W_q acts on the query h and W_k on the keys H: your scores match W_q hbar_s + W_k h.",
     lambda got, exp, args: len(args) == 5 and (t := _additive_swapped(args)) is not None
     and _close(got, t) and _differs(got, exp))
-ADDITIVE_HINTS = (SCORE_SQUEEZE, CONCAT_ORDER, NO_TANH, ADDITIVE_SWAPPED)
+
+
+def _additive_query_unaligned(args: tuple) -> torch.Tensor:
+    """The query term (B, d_a) broadcast against the keys' (S, d_a) axes instead of (B, d_a)."""
+    h, H, W_q, W_k, v = (_cpu64(a) for a in args)
+    return torch.tanh(h @ W_q.T + H @ W_k.T) @ v
+
+
+ADDITIVE_QUERY_AXIS = Hint(
+    "W_q h has shape (B, d_a) and W_k hbar has shape (B, S, d_a): added as they are, the query "
+    "term lines up with the source axis, not the batch axis (position s gets the query of batch "
+    "row s). Give it a middle axis, (h @ W_q.T)[:, None, :], so every position s of row b gets "
+    "row b's query.",
+    lambda got, exp, args: len(args) == 5 and _close(got, _additive_query_unaligned(args))
+    and not _close(got, _cpu64(exp)))
+ADDITIVE_HINTS = (SCORE_SQUEEZE, CONCAT_ORDER, NO_TANH, ADDITIVE_SWAPPED, ADDITIVE_QUERY_AXIS)
 
 
 def _row_has_real(args: tuple) -> torch.Tensor:
@@ -153,21 +174,35 @@ WEIGHTS_UNIFORM_EMPTY = Hint(
     lambda got, exp, args: (_shape_is(got, exp.shape) and bool((~_row_has_real(args)).any())
                             and torch.allclose(_cpu64(got)[~_row_has_real(args)],
                                                torch.tensor(1.0 / args[0].shape[-1]).double())))
+WEIGHTS_SCORES_TIMES_MASK = Hint(
+    "multiplying the scores by the mask sets the padded scores to 0, and exp(0) = 1 still gives "
+    "them weight: fill them with -inf instead, scores.masked_fill(~mask, float('-inf')).",
+    lambda got, exp, args: _close(got, (_cpu64(args[0]) * args[1].cpu()).softmax(-1)))
 WEIGHTS_INVERTED = Hint(
     "your weights are non-zero at padded positions (mask False): padding must get weight "
     "exactly 0; the mask is True at real positions.",
-    lambda got, exp, args: (_shape_is(got, exp.shape) and bool(
+    lambda got, exp, args: (_shape_is(got, exp.shape) and not WEIGHTS_SCORES_TIMES_MASK.matches(
+        got, exp, args) and bool(
         (_cpu64(got).abs() > 0)[~torch.broadcast_to(args[1].cpu(), exp.shape)].any())))
 WEIGHTS_DTYPE = Hint(
     "keep the dtype of the scores: do not convert to float32 (torch.softmax keeps the dtype).",
     lambda got, exp, args: isinstance(got, torch.Tensor) and got.dtype != exp.dtype)
-WEIGHTS_HINTS = (WEIGHTS_NAN, WEIGHTS_UNIFORM_EMPTY, WEIGHTS_AFTER_SOFTMAX, WEIGHTS_AXIS,
-                 WEIGHTS_INVERTED, WEIGHTS_DTYPE)
+WEIGHTS_FILL_OVERFLOW = (
+    "a fill value such as -1e9 does not fit in float16 (whose largest magnitude is 65504), and "
+    "the grader also runs float16 and bfloat16 scores: fill the padded scores with "
+    "float('-inf'), which every floating dtype holds.")
+WEIGHTS_HINTS = (WEIGHTS_NAN, WEIGHTS_SCORES_TIMES_MASK, WEIGHTS_UNIFORM_EMPTY,
+                 WEIGHTS_AFTER_SOFTMAX, WEIGHTS_AXIS, WEIGHTS_INVERTED, WEIGHTS_DTYPE)
 
 CONTEXT_BROADCAST = Hint(
     "weights (B, S) @ values (B, S, d_v) broadcasts to (B, B, d_v): the weights need a middle "
     "axis, (B, 1, S) @ (B, S, d_v) -> (B, 1, d_v), then drop it.",
-    lambda got, exp, args: _shape_is(got, (args[0].shape[0], *exp.shape)))
+    lambda got, exp, args: _shape_is(got, (args[0].shape[0], *exp.shape)) and exp.shape[0] > 1)
+CONTEXT_SQUEEZE = Hint(
+    "the context has shape (B, d_v): drop the middle axis of (B, 1, S) @ (B, S, d_v) -> "
+    "(B, 1, d_v), e.g. with .squeeze(1). (The weights do need that axis first: a 2-D (B, S) @ "
+    "(B, S, d_v) broadcasts to (B, B, d_v), which has this shape only when B = 1.)",
+    lambda got, exp, args: _shape_is(got, (exp.shape[0], 1, *exp.shape[1:])))
 CONTEXT_MEAN = Hint(
     "this is the plain mean of the values: weight each value by its attention weight.",
     lambda got, exp, args: _close(got, _cpu64(args[1]).mean(1)) and _differs(got, exp))
@@ -175,7 +210,13 @@ CONTEXT_FEATURE_SUM = Hint(
     "the sum runs over the source positions (axis 1 of values), leaving one vector of size d_v "
     "per batch row; your result has one number per position.",
     lambda got, exp, args: _shape_is(got, tuple(args[0].shape)) and tuple(args[0].shape) != tuple(exp.shape))
-CONTEXT_HINTS = (CONTEXT_BROADCAST, CONTEXT_MEAN, CONTEXT_FEATURE_SUM)
+CONTEXT_WEIGHTS_ON_FEATURES = Hint(
+    "weights (B, S) * values (B, S, d_v) lines the weights up with the last two axes of values, "
+    "(S, d_v), not with (B, S): give the weights a last axis, weights[..., None] * values "
+    "(B, S, 1) * (B, S, d_v), then sum over the positions (axis 1).",
+    lambda got, exp, args: _close(got, (_cpu64(args[0]) * _cpu64(args[1])).sum(1))
+    and _differs(got, exp))
+CONTEXT_HINTS = (CONTEXT_BROADCAST, CONTEXT_SQUEEZE, CONTEXT_MEAN, CONTEXT_FEATURE_SUM, CONTEXT_WEIGHTS_ON_FEATURES)
 
 
 def _parts(got: Any) -> tuple | None:
@@ -195,18 +236,30 @@ STEP_GRU = Hint(
     "b_hh) (input first, then the previous state), before any attention; return it, not the "
     "attentional state tanh(W_c [c_t; h_t]).",
     lambda got, exp, args: _parts(got) is not None and not _part_ok(got, exp, 1))
+
+
+def _weight_on_padding(alpha: Any, mask: torch.Tensor) -> bool:
+    """``alpha`` (B, S) puts some weight on a position where ``mask`` is False."""
+    return _shape_is(alpha, tuple(mask.shape)) and bool((_cpu64(alpha).abs() > 0)[~mask.cpu()].any())
+
+
+STEP_PADDING = Hint(
+    "alpha puts weight on padded source positions: mask the scores before the softmax "
+    "(your attention_weights of Exercise 3 does it), so that padding gets weight 0.",
+    lambda got, exp, args: _parts(got) is not None and _weight_on_padding(_parts(got)[2], args[3]))
 STEP_ATTENTION = Hint(
     "h_t is right but alpha differs: score the new state h_t (not h_prev: that is Bahdanau's "
     "order, where the context feeds the RNN) with the general score h_t^T W_a hbar_s, and give "
     "padding zero weight.",
-    lambda got, exp, args: _part_ok(got, exp, 1) and not _part_ok(got, exp, 2))
+    lambda got, exp, args: _part_ok(got, exp, 1) and not _part_ok(got, exp, 2)
+    and not _weight_on_padding(_parts(got)[2], args[3]))
 STEP_OUTPUT = Hint(
     "h_t and alpha are right but the logits differ: the attentional state is "
     "tanh(W_c [c_t; h_t]) with the context first (the first d columns of W_c act on c_t), "
     "then logits = W_o h~_t + b_o.",
     lambda got, exp, args: _part_ok(got, exp, 1) and _part_ok(got, exp, 2)
     and not _part_ok(got, exp, 0))
-STEP_HINTS = (STEP_TUPLE, STEP_GRU, STEP_ATTENTION, STEP_OUTPUT)
+STEP_HINTS = (STEP_TUPLE, STEP_GRU, STEP_PADDING, STEP_ATTENTION, STEP_OUTPUT)
 
 
 # ----------------------------------------------------------------------------------------
@@ -221,7 +274,8 @@ def _cuda_copy(args: tuple) -> tuple | None:
 
 
 def check_multiplicative(dot_score: Callable, general_score: Callable) -> None:
-    """A 2-D example worked by hand, then W_a = I (general = dot), a non-square W_a and dtypes."""
+    """A 2-D example worked by hand, float64 with B > 1, then W_a = I (general = dot) and a
+    non-square W_a."""
     h = torch.tensor([[1., 2.]])
     H = torch.tensor([[[1., 0.], [0., 1.], [1., 1.]]])
     shown = "dot_score(h=[[1, 2]], H=[[[1, 0], [0, 1], [1, 1]]])"
@@ -233,11 +287,17 @@ def check_multiplicative(dot_score: Callable, general_score: Callable) -> None:
             "h^T W_a = [1, 4]; its dot products with the keys are 1, 4, 5.",
             MULTIPLICATIVE_HINTS, (h, H, W_a))
     g = torch.Generator().manual_seed(0)
+    h64 = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    H64 = torch.randn(3, 2, 6, generator=g, dtype=torch.float64)
+    shown = "dot_score(<float64 h (3, 6)>, <float64 H (3, 2, 6)>)"
+    _expect(_call(dot_score, shown, h64, H64), torch.einsum("bd,bsd->bs", h64, H64), shown,
+            "float64 in, float64 out, (B, S) = (3, 2).", MULTIPLICATIVE_HINTS, (h64, H64))
     h, H = torch.randn(2, 5, generator=g), torch.randn(2, 4, 5, generator=g)
     shown = "general_score(<random h (2, 5)>, <random H (2, 4, 5)>, W_a=torch.eye(5))"
     _expect(_call(general_score, shown, h, H, torch.eye(5)),
             _call(dot_score, "dot_score(<random h (2, 5)>, <random H (2, 4, 5)>)", h, H), shown,
-            "with W_a = I the general score is the dot score.")
+            "with W_a = I the general score is the dot score.", MULTIPLICATIVE_HINTS,
+            (h, H, torch.eye(5)))
     h, H = torch.tensor([[1., 0., 2.]]), torch.tensor([[[1., 1., 1., 1., 1.]]])
     W_a = torch.arange(15.).reshape(3, 5)
     shown = "general_score(h=[[1, 0, 2]], H=[[[1, 1, 1, 1, 1]]], W_a=torch.arange(15.).reshape(3, 5))"
@@ -245,12 +305,8 @@ def check_multiplicative(dot_score: Callable, general_score: Callable) -> None:
             "d_q = 3 and d_k = 5 differ: h^T W_a = row 0 + 2 * row 2 = [20, 23, 26, 29, 32], "
             "whose dot product with a key of ones is 130; B = S = 1 keeps shape (1, 1).",
             MULTIPLICATIVE_HINTS, (h, H, W_a))
-    h, H = torch.randn(3, 6, generator=g, dtype=torch.float64), torch.randn(3, 2, 6, generator=g, dtype=torch.float64)
-    shown = "dot_score(<float64 h (3, 6)>, <float64 H (3, 2, 6)>)"
-    _expect(_call(dot_score, shown, h, H), torch.einsum("bd,bsd->bs", h, H), shown,
-            "float64 in, float64 out, (B, S) = (3, 2).", MULTIPLICATIVE_HINTS, (h, H))
     count = 5
-    if (on_gpu := _cuda_copy((h, H))) is not None:  # the grader may run your code on a GPU
+    if (on_gpu := _cuda_copy((h64, H64))) is not None:  # the grader may run your code on a GPU
         shown = "dot_score(<h on cuda>, <H on cuda>)"
         _expect(_call(dot_score, shown, *on_gpu), torch.einsum("bd,bsd->bs", *on_gpu), shown,
                 "the scores live on the device of the inputs.")
@@ -272,6 +328,15 @@ def check_additive(concat_score: Callable, additive_score: Callable) -> None:
     _expect(_call(additive_score, shown, h, H, W_q, W_k, v), expected, shown,
             "W_q h + W_k hbar_s = h - hbar_s: the same scores, 0 and 0.9242.",
             ADDITIVE_HINTS, (h, H, W_q, W_k, v))
+    h, H = torch.tensor([[0.5], [0.]]), torch.tensor([[[0.5], [0.]], [[1.], [0.5]]])
+    expected = 2 * torch.tanh(torch.tensor([[0., 0.5], [-1., -0.5]]))
+    for name, fn, weights in (("concat_score", concat_score, (W_a, v_a)),
+                              ("additive_score", additive_score, (W_q, W_k, v))):
+        shown = f"{name}(h=[[0.5], [0.]], H=[[[0.5], [0.]], [[1.], [0.5]]], <weights as above>)"
+        _expect(_call(fn, shown, h, H, *weights), expected, shown,
+                "two batch rows, each scored with its own query: row 0 as above, row 1 "
+                "2 tanh(0 - 1) = -1.5232 and 2 tanh(0 - 0.5) = -0.9242.",
+                ADDITIVE_HINTS, (h, H, *weights))
     g = torch.Generator().manual_seed(0)
     B, S, d_q, d_k, d_a = 2, 5, 3, 4, 6
     h, H = torch.randn(B, d_q, generator=g), torch.randn(B, S, d_k, generator=g)
@@ -288,7 +353,7 @@ def check_additive(concat_score: Callable, additive_score: Callable) -> None:
     _expect(_call(concat_score, shown, *args), got, shown,
             "W_a [h; hbar_s] = W_q h + W_k hbar_s when W_a = [W_q W_k]: the two scores agree.",
             ADDITIVE_HINTS, args)
-    count = 3
+    count = 5
     if (on_gpu := _cuda_copy(args)) is not None:
         shown = "concat_score(<inputs on cuda>)"
         _expect(_call(concat_score, shown, *on_gpu), got.cuda(), shown,
@@ -326,7 +391,20 @@ def check_attention_weights(attention_weights: Callable) -> None:
     _expect(_call(attention_weights, shown, scores, mask), torch.softmax(scores, -1), shown,
             "without padding this is torch.softmax(scores, dim=-1), dtype float64.",
             WEIGHTS_HINTS, (scores, mask))
-    count = len(examples) + 1
+    half = torch.tensor([[1., 2., 3.], [0., 0., 0.]], dtype=torch.float16)
+    empty = torch.tensor([[True, True, False], [False, False, False]])
+    shown = ("attention_weights(<float16 scores [[1, 2, 3], [0, 0, 0]]>, "
+             "mask=[[True, True, False], [False, False, False]])")
+    try:
+        got = _call(attention_weights, shown, half, empty)
+    except CheckFailed as failure:
+        if "overflow" not in str(failure):
+            raise
+        raise CheckFailed(f"{failure}\nHint: {WEIGHTS_FILL_OVERFLOW}") from failure.__cause__
+    _expect(got, torch.tensor([[0.2689414, 0.7310586, 0.], [0., 0., 0.]]).half(), shown,
+            "float16 in, float16 out: the first example again, and an empty row.",
+            WEIGHTS_HINTS, (half, empty))
+    count = len(examples) + 2
     if (on_gpu := _cuda_copy((scores, mask))) is not None:
         shown = "attention_weights(<scores on cuda>, <mask on cuda>)"
         _expect(_call(attention_weights, shown, *on_gpu), torch.softmax(on_gpu[0], -1), shown,
@@ -337,10 +415,10 @@ def check_attention_weights(attention_weights: Callable) -> None:
 
 def check_context_vector(context_vector: Callable) -> None:
     """A weighted sum by hand, then weights that pick one position, and uniform weights."""
-    weights, values = torch.tensor([[0.25, 0.75]]), torch.tensor([[[4., 0.], [0., 8.]]])
-    shown = "context_vector([[0.25, 0.75]], [[[4, 0], [0, 8]]])"
-    _expect(_call(context_vector, shown, weights, values), torch.tensor([[1., 6.]]), shown,
-            "0.25 * (4, 0) + 0.75 * (0, 8) = (1, 6).", CONTEXT_HINTS, (weights, values))
+    weights, values = torch.tensor([[0.25, 0.75]]), torch.tensor([[[4., 2.], [0., 8.]]])
+    shown = "context_vector([[0.25, 0.75]], [[[4, 2], [0, 8]]])"
+    _expect(_call(context_vector, shown, weights, values), torch.tensor([[1., 6.5]]), shown,
+            "0.25 * (4, 2) + 0.75 * (0, 8) = (1, 6.5).", CONTEXT_HINTS, (weights, values))
     g = torch.Generator().manual_seed(0)
     values = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
     pick = torch.tensor([4, 0, 2])
@@ -404,7 +482,9 @@ def check_attentive_decoder_step(attentive_decoder_step: Callable) -> None:
         raise CheckFailed(f"{shown}: got {type(got).__name__}\nHint: {STEP_TUPLE.text}")
     _expect(parts[2], torch.tensor([[0.5, 0.5, 0.], [1 / 3, 1 / 3, 1 / 3]]), f"alpha of {shown}",
             "with W_a = 0 every score is 0, so the weights are uniform over the real positions "
-            "(row 0 has 2, row 1 has 3).")
+            "(row 0 has 2, row 1 has 3).",
+            (Hint(STEP_PADDING.text, lambda got, exp, args: _weight_on_padding(got, args[0])),),
+            (mask,))
     for shapes in ((3, 4, 6, 5, 9), (1, 1, 3, 2, 4)):
         B, S, e, d, V = shapes
         x_t = torch.randn(B, e, generator=g, dtype=torch.float64)
