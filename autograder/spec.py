@@ -110,6 +110,9 @@ _ERROR_HINTS = (
      "F.cross_entropy wants the classes in dimension 1: logits (B, V, T) with targets (B, T), so "
      "transpose the (B, T, V) logits (logits.transpose(1, 2)), or flatten both "
      "(logits.reshape(-1, V), targets.reshape(-1))."),
+    (r"without overflow|value cannot be converted to type",
+     "a constant does not fit the tensor's dtype (float16 ends near 65504): mask with "
+     "float('-inf') or torch.finfo(x.dtype).min, not a literal such as -1e9."),
     (r"out of bounds|index out of range|out of range",
      "an index is out of range: compare the indices you use with the size of the dimension "
      "they index."),
