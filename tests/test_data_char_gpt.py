@@ -59,7 +59,7 @@ def test_shipped_model_predicts_shakespeare(reference):
     losses = []
     with torch.no_grad():
         for _ in range(20):  # the windows train() evaluated on
-            x, y = char_gpt._batch(val, g, block)
+            x, y = char_gpt.batch(val, g, block)
             logits = reference["gpt_forward"](model["state_dict"], x, torch.arange(block),
                                               model["config"]["n_head"])
             losses.append(F.cross_entropy(logits.flatten(0, 1), y.flatten()).item())

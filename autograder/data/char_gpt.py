@@ -104,7 +104,9 @@ class _Trainer(nn.Module):
         return {k: v.detach().contiguous().clone() for k, v in sd.items()}
 
 
-def _batch(data: torch.Tensor, g: torch.Generator, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(data: torch.Tensor, g: torch.Generator, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BATCH random windows of ``data`` (token ids) drawn with ``g``: inputs and next-token targets.
+    :func:`train` evaluates on 20 batches of the validation ids drawn from ``manual_seed(1)``."""
     starts = torch.randint(len(data) - block - 1, (BATCH,), generator=g)
     x = torch.stack([data[s:s + block] for s in starts.tolist()])
     y = torch.stack([data[s + 1:s + block + 1] for s in starts.tolist()])
@@ -129,7 +131,7 @@ def train(steps: int = STEPS, log=print) -> dict:
         lr = LR * 0.5 * (1 + math.cos(math.pi * step / steps))  # cosine decay to 0
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = _batch(train_ids, g, block)
+        x, y = batch(train_ids, g, block)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -141,7 +143,7 @@ def train(steps: int = STEPS, log=print) -> dict:
         for name, ids in (("train", train_ids), ("val", val_ids)):
             eg = torch.Generator().manual_seed(1)
             losses[name] = sum(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
-                               for x, y in (_batch(ids, eg, block) for _ in range(20))) / 20
+                               for x, y in (batch(ids, eg, block) for _ in range(20))) / 20
     log(f"final losses {losses}")
     return {"state_dict": model.hf_state_dict(), "config": config, "vocabulary": "".join(chars),
             "losses": losses, "steps": steps}
