@@ -358,7 +358,7 @@ def random_params(g: torch.Generator, vocab: int, n_layer: int, C: int, block_si
         return torch.randn(*shape, generator=g, dtype=dtype) * std * scale
 
     params = {"transformer.wte.weight": randn(vocab, C, std=1.0),
-              "transformer.wpe.weight": randn(block_size, C, std=0.5),
+              "transformer.wpe.weight": randn(block_size, C, std=1.0),
               "transformer.ln_f.weight": 1 + randn(C, std=0.1), "transformer.ln_f.bias": randn(C, std=0.1)}
     for i in range(n_layer):
         p = f"transformer.h.{i}."
@@ -594,7 +594,7 @@ def _generate_case(g: torch.Generator, *, use_cache: bool, temperature: float = 
     vocab = _int(g, 4, 16)
     params = random_params(g, vocab, _int(g, 1, 3), n_head * d, block, dtype)
     T0 = _int(g, 1, 5)
-    new = block - T0 + 1 if overflow else _int(g, 1, block - T0 + 1)
+    new = block - T0 + 1 if overflow else _int(g, 3, block - T0 + 1)  # >= 2 decode steps
     prompt = torch.randint(vocab, (_int(g, 1, 4), T0), generator=g)
     return params, prompt, new, n_head, temperature, _int(g, 0, 1000), use_cache
 
@@ -612,10 +612,11 @@ def _gqa_case(g: torch.Generator, T_q: int, T_k: int, dtype=torch.float32) -> tu
 
 
 def _gqa_grouped(g):
-    q, k, v = _gqa_case(g, *[_int(g, 2, 8)] * 2)
-    if k.shape[1] == q.shape[1]:  # make sure the grouping matters
-        q = torch.cat([q, q.flip(1)], dim=1)
-    return q, k, v
+    """At least 2 key/value heads and groups of at least 2: the pairing of heads matters."""
+    H_kv, n_rep, T = _int(g, 2, 5), _int(g, 2, 4), _int(g, 2, 8)
+    B, d = _int(g, 1, 3), _int(g, 1, 9)
+    return (torch.randn(B, H_kv * n_rep, T, d, generator=g), torch.randn(B, H_kv, T, d, generator=g),
+            torch.randn(B, H_kv, T, d, generator=g))
 
 
 COMPLETE_CALL = ("lambda text, n, temperature, seed: (complete(text, n, temperature, seed, True), "
