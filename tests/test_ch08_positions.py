@@ -97,6 +97,18 @@ MISTAKES = {  # student: (name replaced, code, test cell that loses points, word
                          "test_is_permutation_equivariant", "not with layer(x) (that would be invariance)"),
     "rope_half_split": ("apply_rope", ROPE_HALF_SPLIT, "test_apply_rope", "half-split layout"),
 }
+LEARNED_WHOLE_TABLE = '''
+class LearnedPositionalEmbedding(nn.Module):
+    def __init__(self, max_len, d):
+        super().__init__()
+        self.max_len = max_len
+        self.pos = nn.Embedding(max_len, d)
+
+    def forward(self, x):
+        if x.shape[1] > self.max_len:
+            raise ValueError(f"T = {x.shape[1]} > max_len = {self.max_len}")
+        return x + self.pos.weight  # mistake: the whole table, not its first T rows
+'''
 EQUIV_ONE_RANDPERM = '''
 def is_permutation_equivariant(layer, x, rtol=1e-4, atol=1e-5):
     p = torch.randperm(x.shape[1], device=x.device)  # mistake: one random permutation
@@ -106,6 +118,8 @@ def is_permutation_equivariant(layer, x, rtol=1e-4, atol=1e-5):
 # Swapped columns lose every table case (no partial credit to show), so only the public check is tested.
 PUBLIC_MISTAKES = {**MISTAKES, "table_swapped": ("sinusoidal_table", TABLE_SWAPPED, "test_sinusoidal_table",
                                                  "sin and cos are swapped"),
+                   "learned_whole_table": ("LearnedPositionalEmbedding", LEARNED_WHOLE_TABLE,
+                                           "test_learned_positions", "you added the whole (max_len, d) table"),
                    "equiv_one_randperm": ("is_permutation_equivariant", EQUIV_ONE_RANDPERM,
                                           "test_is_permutation_equivariant", "a single torch.randperm")}
 

@@ -184,7 +184,25 @@ LEARNED_OFF_BY_ONE = Hint(
     "a sequence of exactly max_len tokens is allowed (positions 0 … max_len - 1 exist): raise "
     "only when T > max_len.",
     lambda got, exp, args: _raised(got, "ValueError") and args[0].shape[-2] == args[1].shape[0])
-LEARNED_HINTS = (LEARNED_BATCH_AXIS, LEARNED_NOT_ADDED, LEARNED_NO_CHECK, LEARNED_OFF_BY_ONE)
+
+
+def _whole_table(got: Any, exp: Any, args: tuple) -> bool:
+    """The whole (max_len, d) table was added: a size error, or max_len positions out."""
+    T, max_len = args[0].shape[-2], args[1].shape[0]
+    if T >= max_len:
+        return False
+    if _raised(got):
+        return "must match the size of tensor" in got
+    t = _tensor(got)
+    return t is not None and t.dim() >= 2 and t.shape[-2] == max_len
+
+
+LEARNED_WHOLE_TABLE = Hint(
+    "you added the whole (max_len, d) table, but x has only T <= max_len positions: add its "
+    "first T rows, self.pos(torch.arange(T, device=x.device)) of shape (T, d).",
+    _whole_table)
+LEARNED_HINTS = (LEARNED_BATCH_AXIS, LEARNED_NOT_ADDED, LEARNED_NO_CHECK, LEARNED_OFF_BY_ONE,
+                 LEARNED_WHOLE_TABLE)
 
 
 def _learned_check(got: Any, expected: Any, args: tuple) -> str | None:
@@ -228,7 +246,11 @@ def check_learned_positions(LearnedPositionalEmbedding: Callable) -> None:
     expected = torch.tensor([[[100.0, 1, 2], [103, 4, 5]], [[0, 1, 2], [3, 4, 205]]])
     shown = ("LearnedPositionalEmbedding(4, 3) with pos.weight = arange(12).reshape(4, 3), "
              "on x of shape (2, 2, 3)")
-    _expect(_call(module, shown, x), expected, shown,
+    got = _call(lambda: outcome(lambda: module(x)), shown)
+    if _raised(got):  # an exception: say which mistake raises it, where one is recognised
+        hints = [h.text for h in LEARNED_HINTS if h.matches(got, expected, (x, W))]
+        raise CheckFailed("\n".join([f"{shown} {got}", *(f"Hint: {h}" for h in hints)]))
+    _expect(got, expected, shown,
             "position t adds row t of pos.weight to every sequence of the batch.", LEARNED_HINTS,
             (x, W))
     lengths = ((torch.zeros(1, 4, 3), W[None], "T == max_len is the longest allowed sequence."),
