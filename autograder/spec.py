@@ -94,7 +94,8 @@ _ERROR_HINTS = (
      ".to(other.dtype) (e.g. cast a one-hot or a mask to the weights' dtype) rather than "
      "assuming float32."),
     (r"shapes cannot be multiplied|must match the size of tensor|mat1 and mat2 shapes|"
-     r"size mismatch|cannot be broadcast|not broadcastable",
+     r"size mismatch|cannot be broadcast|not broadcastable|"
+     r"Expected size for first two dimensions of batch2 tensor",  # a batched @ that does not fit
      "the shapes of a product or an elementwise operation do not fit: write each tensor's shape "
      "next to the line (e.g. # (B, T, C)); a transposed weight or a wrong reshape is the usual cause."),
     (r"same device|Expected all tensors to be on",

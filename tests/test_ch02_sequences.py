@@ -126,6 +126,16 @@ def test_public_check_catches_the_mistake_with_its_hint(reference, student):
     ("def window_features(x, k):\n    y = REF(x, k)\n"
      "    return y.reshape(*y.shape[:2], 2 * k + 1, -1).flip(2).flatten(2)",
      "window_features", "reverse order"),
+    ("def pad_sequences(seqs, pad_value=0):\n"  # torch.full takes its dtype from pad_value
+     "    T = max(len(s) for s in seqs)\n"
+     "    padded = torch.full((len(seqs), T, *seqs[0].shape[1:]), pad_value)\n"
+     "    mask = torch.zeros(len(seqs), T, dtype=torch.bool)\n"
+     "    for b, s in enumerate(seqs):\n"
+     "        padded[b, :len(s)], mask[b, :len(s)] = s, True\n"
+     "    return padded, mask", "pad_sequences", "dtype=seqs[0].dtype"),
+    ("def window_tagger(ids, E, W1, b1, W2, b2, k):\n"
+     "    return torch.tanh(REF(ids, E, W1, b1, W2, b2, k))", "window_tagger",
+     "tanh belongs to the hidden layer only"),
     ("def window_features(x, k):\n    y = REF(x, k)\n"
      "    return y.reshape(*y.shape[:2], 2 * k + 1, -1).transpose(2, 3).flatten(2)",
      "window_features", "interleaved"),

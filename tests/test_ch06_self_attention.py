@@ -192,3 +192,54 @@ def test_untouched_notebook_checks_say_what_to_do():
         errors = [o for o in cell.outputs if o.output_type == "error"]
         assert errors and errors[0].ename == "CheckFailed", cell.source
         assert "replace `raise NotImplementedError()` with your code" in errors[0].evalue
+
+
+def _judge(reference, source, name, gid, index):
+    """The hidden case's message for a mistaken definition of ``name``."""
+    args = checks.CASES[gid][index].make_args(torch.Generator().manual_seed(index))
+    call = checks.CASES[gid][index].call
+    expected = eval(call, reference)(*args)
+    namespace = dict(reference)
+    exec(source, namespace)
+    return checks.CASES[gid][index].judge(eval(call, namespace)(*args), expected, args)
+
+
+STABLE_BUT_NAN = '''
+def softmax(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+'''
+INVERTED_MASK = '''
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if is_causal:
+        attn_mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+    if attn_mask is not None:
+        s = s.masked_fill(attn_mask, float('-inf'))
+    return softmax(s) @ v
+'''
+KEYS_VALUES_SWAPPED = '''
+class SelfAttention(SelfAttention):
+    def forward(self, x, attn_mask=None, is_causal=False):
+        return scaled_dot_product_attention(self.W_q(x), self.W_v(x), self.W_k(x), attn_mask, is_causal)
+'''
+
+
+def test_stable_softmax_with_nan_rows_gets_only_the_all_masked_hint(reference):
+    message = _judge(reference, STABLE_BUT_NAN, "softmax", "test_softmax", 3)
+    assert "all -inf" in message and "Subtract the maximum" not in message, message
+
+
+def test_inverted_mask_is_recognised_with_is_causal(reference):
+    for index in (4, 5):  # is_causal=True with T_q = T_k and T_q != T_k
+        message = _judge(reference, INVERTED_MASK, "scaled_dot_product_attention",
+                         "test_scaled_dot_product_attention", index)
+        assert "the mask is inverted" in message, message
+
+
+def test_keys_and_values_swapped(reference):
+    with pytest.raises(CheckFailed) as failure:  # d_k != d_v: the batched product cannot run
+        checks.check_self_attention(_define(reference, KEYS_VALUES_SWAPPED, "SelfAttention"))
+    assert "shapes of a product" in str(failure.value), str(failure.value)
+    message = _judge(reference, KEYS_VALUES_SWAPPED, "SelfAttention", "test_self_attention", 3)
+    assert "keys and values are swapped" in message, message

@@ -295,3 +295,60 @@ def test_torch_oracle_matches_a_loop_over_heads():
     expected = torch.cat(heads, -1) @ W_o.T
     got = checks.torch_mha(y, mem, h, W_q, W_k, W_v, W_o, key_padding_mask=mask)
     torch.testing.assert_close(got, expected)
+
+
+from autograder.grading import case_seed  # noqa: E402
+
+
+def _judge(reference: dict, source: str, gid: str, index: int) -> str | None:
+    """A hidden case's message for a submission with ``source`` in place of the reference's."""
+    case = checks.CASES[gid][index]
+    args = case.make_args(torch.Generator().manual_seed(case_seed(0, gid, index)))  # as graded
+    expected = eval(case.call, {**reference, "checks": checks})(*args)
+    return case.judge(eval(case.call, {**_with(reference, source), "checks": checks})(*args),
+                      expected, args)
+
+
+PADDING_AS_ALLOWED = """
+class MultiHeadSelfAttention(MultiHeadSelfAttention):
+    def forward(self, x, key_padding_mask=None, is_causal=False):
+        q, k, v = (split_heads(W(x), self.n_head) for W in (self.W_q, self.W_k, self.W_v))
+        mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # mistake: not inverted
+        return self.W_o(merge_heads(torch.nan_to_num(heads)))
+"""
+CROSS_SCALE_D_MODEL = '''
+def cross_attention(y, memory, W_q, W_k, W_v, W_o, n_head, src_padding_mask=None):
+    q, k, v = split_heads(y @ W_q.T, n_head), split_heads(memory @ W_k.T, n_head), split_heads(memory @ W_v.T, n_head)
+    s = q @ k.transpose(-2, -1) / math.sqrt(y.shape[-1])
+    if src_padding_mask is not None:
+        s = s.masked_fill(src_padding_mask[:, None, None, :], float("-inf"))
+    return merge_heads(torch.nan_to_num(s.softmax(-1)) @ v) @ W_o.T
+'''
+SCALE_LEFT_IN = '''
+def fixed_multi_head_attention(x, W_q, W_k, W_v, W_o, n_head):
+    B, T, C = x.shape
+    q, k, v = (split_heads(x @ W.T, n_head) for W in (W_q, W_k, W_v))
+    return merge_heads((q @ k.transpose(-2, -1) / math.sqrt(C)).softmax(-1) @ v) @ W_o.T
+'''
+
+
+@pytest.mark.parametrize("source, gid, index, words", [
+    # the padding mask's polarity, in cases whose weights cannot be read off the output
+    (PADDING_AS_ALLOWED, "test_multi_head_self_attention", 1,
+     "True where a key must be IGNORED"),
+    (CROSS_SCALE_D_MODEL, "test_cross_attention", 1, "divided the scores by √d_model"),
+    (SCALE_LEFT_IN, "test_fix_the_bug", 1, "divided the scores by √d_model"),
+    (SCALE_LEFT_IN, "test_fix_the_bug", 6, "still differs from nn.MultiheadAttention"),
+])
+def test_a_mistake_gets_its_hint_on_random_hidden_cases(reference, source, gid, index, words):
+    message = _judge(reference, source, gid, index)
+    assert message is not None and words in message, message
+
+
+def test_a_wrong_line_number_gets_a_hint():
+    message = checks._axes_check({"wrong_lines": (9, 10), "mixed_axes": ("T", "d_head"),
+                                  "scale_used": 1.0, "scale_correct": 1.0},
+                                 {"wrong_lines": (8, 9), "mixed_axes": ("T", "d_head"),
+                                  "scale_used": 1.0, "scale_correct": 1.0}, ())
+    assert "Hint:" in message and "scale" in message, message

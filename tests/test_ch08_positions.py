@@ -97,9 +97,31 @@ MISTAKES = {  # student: (name replaced, code, test cell that loses points, word
                          "test_is_permutation_equivariant", "not with layer(x) (that would be invariance)"),
     "rope_half_split": ("apply_rope", ROPE_HALF_SPLIT, "test_apply_rope", "half-split layout"),
 }
+LEARNED_WHOLE_TABLE = '''
+class LearnedPositionalEmbedding(nn.Module):
+    def __init__(self, max_len, d):
+        super().__init__()
+        self.max_len = max_len
+        self.pos = nn.Embedding(max_len, d)
+
+    def forward(self, x):
+        if x.shape[1] > self.max_len:
+            raise ValueError(f"T = {x.shape[1]} > max_len = {self.max_len}")
+        return x + self.pos.weight  # mistake: the whole table, not its first T rows
+'''
+EQUIV_ONE_RANDPERM = '''
+def is_permutation_equivariant(layer, x, rtol=1e-4, atol=1e-5):
+    p = torch.randperm(x.shape[1], device=x.device)  # mistake: one random permutation
+    with torch.no_grad():
+        return torch.allclose(layer(x[:, p]), layer(x)[:, p], rtol=rtol, atol=atol)
+'''
 # Swapped columns lose every table case (no partial credit to show), so only the public check is tested.
 PUBLIC_MISTAKES = {**MISTAKES, "table_swapped": ("sinusoidal_table", TABLE_SWAPPED, "test_sinusoidal_table",
-                                                 "sin and cos are swapped")}
+                                                 "sin and cos are swapped"),
+                   "learned_whole_table": ("LearnedPositionalEmbedding", LEARNED_WHOLE_TABLE,
+                                           "test_learned_positions", "you added the whole (max_len, d) table"),
+                   "equiv_one_randperm": ("is_permutation_equivariant", EQUIV_ONE_RANDPERM,
+                                          "test_is_permutation_equivariant", "a single torch.randperm")}
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +222,16 @@ def test_every_test_layer_has_the_answer_its_description_claims(reference):
     for kind in checks.LAYERS:
         layer = checks.make_layer(kind, 8, seed=3)
         assert reference["is_permutation_equivariant"](layer, x) is (kind in equivariant), kind
+
+
+def test_a_single_random_permutation_is_caught_by_the_repeated_hidden_case(reference):
+    from autograder.grading import case_seed
+    gid = "test_is_permutation_equivariant"
+    (index,) = [i for i, c in enumerate(checks.CASES[gid]) if c.call == checks.EQUIV_REPEATED_CALL]
+    case = checks.CASES[gid][index]
+    args = case.make_args(torch.Generator().manual_seed(case_seed(0, gid, index)))
+    expected = eval(case.call, {**reference, "checks": checks})(*args)
+    namespace = {**reference, "checks": checks}
+    exec(EQUIV_ONE_RANDPERM, namespace)
+    message = case.judge(eval(case.call, namespace)(*args), expected, args)
+    assert expected == [False] * 8 and message is not None and "a single torch.randperm" in message, message

@@ -58,6 +58,11 @@ def _pad_value_ignored(got: Any, exp: Any, args: tuple) -> bool:
     return bool(pads.any()) and bool((g[0][pads] == 0).all())
 
 
+def _pad_dtype(got: Any, exp: Any, args: tuple) -> bool:
+    g = _pair(got)
+    return g is not None and g[0].dtype != exp[0].dtype
+
+
 def _wrong_device(got: Any, exp: Any, args: tuple) -> bool:
     items = got if isinstance(got, (tuple, list)) else [got]
     wanted = exp if isinstance(exp, (tuple, list)) else [exp]
@@ -79,11 +84,16 @@ PAD_MASK_DTYPE = Hint(
 PAD_VALUE = Hint(
     "the padding must hold pad_value, not 0 (e.g. seqs[0].new_full((B, T, ...), pad_value)).",
     _pad_value_ignored)
+PAD_DTYPE = Hint(
+    "padded must keep the inputs' dtype: torch.full(shape, pad_value) takes its dtype from "
+    "pad_value (0 gives int64, 0.5 float32), so pass dtype=seqs[0].dtype or use "
+    "seqs[0].new_full(shape, pad_value).",
+    _pad_dtype)
 DEVICE = Hint(
     "create new tensors on the inputs' device: x.new_zeros(...), seqs[0].new_full(...) or "
     "device=x.device (a bare torch.zeros(...) lives on the CPU).",
     _wrong_device)
-PAD_HINTS = (PAD_LEFT, PAD_MASK_INVERTED, PAD_MASK_DTYPE, PAD_VALUE, DEVICE)
+PAD_HINTS = (PAD_LEFT, PAD_MASK_INVERTED, PAD_MASK_DTYPE, PAD_VALUE, PAD_DTYPE, DEVICE)
 
 
 def _blocks(x: torch.Tensor, C: int) -> torch.Tensor:
@@ -169,6 +179,12 @@ def _shape_is_hidden(got: Any, exp: Any, args: tuple) -> bool:
     return g is not None and tuple(g.shape) == (*exp.shape[:2], args[2].shape[1]) != tuple(exp.shape)
 
 
+def _output_squashed(got: Any, exp: Any, args: tuple) -> bool:
+    g = _tensor(got)
+    return (g is not None and g.shape == exp.shape and g.dtype.is_floating_point
+            and torch.allclose(g.double(), torch.tanh(_tensor(exp).double()), rtol=1e-4, atol=1e-5))
+
+
 TAGGER_TANH = Hint(
     "some logits are larger than any hidden layer with values in [-1, 1] allows: did you apply "
     "tanh to the hidden layer, h = tanh(f @ W1 + b1), before the output layer?",
@@ -177,7 +193,11 @@ TAGGER_OUTPUT = Hint(
     "the result has H features per position: apply the output layer too, h @ W2 + b2 gives "
     "n_tags scores per position.",
     _shape_is_hidden)
-TAGGER_HINTS = (TAGGER_TANH, TAGGER_OUTPUT, DEVICE)
+TAGGER_LOGITS_SQUASHED = Hint(
+    "your logits are the tanh of the right ones: tanh belongs to the hidden layer only; the "
+    "output layer is plain, logits = h @ W2 + b2.",
+    _output_squashed)
+TAGGER_HINTS = (TAGGER_TANH, TAGGER_OUTPUT, TAGGER_LOGITS_SQUASHED, DEVICE)
 
 
 def _plain_mean(got: Any, exp: Any, args: tuple) -> bool:

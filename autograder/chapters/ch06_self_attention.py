@@ -56,7 +56,9 @@ def _overflowed(got: Any, exp: torch.Tensor, args: tuple) -> bool:
     bad = _has_nan_where_finite(got, exp)
     x = args[0].detach().cpu()
     finite = x[torch.isfinite(x)]
-    return bad is not None and bool(bad.any()) and finite.numel() > 0 and float(finite.abs().max()) > 80
+    return (bad is not None and bool(bad.any()) and finite.numel() > 0
+            and float(finite.abs().max()) > 80
+            and not _all_masked_nan(got, exp, args, _softmax_dim(args)))  # that has its own hint
 
 
 def _all_masked_nan(got: Any, exp: torch.Tensor, args: tuple, dim: int = -1) -> bool:
@@ -177,6 +179,8 @@ def _scale_by_dv(got, exp, args):
 
 def _mask_inverted(got, exp, args):
     q, k, v, mask, causal = _attention_args(args)
+    if causal:  # the causal mask inverted: each query sees only the keys after it
+        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
     if mask is None:
         return False
     return _close(got, _sdpa(q, k, v, ~mask.cpu()))  # rows left with no key give 0, like yours
@@ -258,9 +262,20 @@ def _queries_keys_swapped(got, exp, args):
 MODULE_SWAPPED = Hint("the scores compare keys with queries the wrong way round: entry (i, j) is "
                       "q_i · k_j, i.e. Q @ K^T with Q = W_q(x) and K = W_k(x).",
                       _queries_keys_swapped)
+
+
+def _keys_values_swapped(got, exp, args):
+    q, k, v, mask, causal = _projected(args)
+    return k.shape == v.shape and _close(got, _sdpa(q, v, k, mask, causal))
+
+
+MODULE_KV_SWAPPED = Hint("keys and values are swapped: the scores are Q @ K^T with K = W_k(x), "
+                         "and the weights average the values V = W_v(x); call "
+                         "scaled_dot_product_attention(Q, K, V, ...) in that order.",
+                         _keys_values_swapped)
 MODULE_HINTS = (*(Hint(h.text, _on_projections(h.applies)) for h in (
     ATTN_NO_SCALE, ATTN_SCALE_DK, ATTN_SCALE_DV, ATTN_MASK_INVERTED, ATTN_MASK_IGNORED,
-    ATTN_ZERO_FILL, ATTN_QUERY_AXIS, ATTN_NAN)), MODULE_SWAPPED)
+    ATTN_ZERO_FILL, ATTN_QUERY_AXIS, ATTN_NAN)), MODULE_SWAPPED, MODULE_KV_SWAPPED)
 
 
 # ----------------------------------------------------------------------------------------
