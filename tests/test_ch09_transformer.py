@@ -209,8 +209,8 @@ def test_public_checks_recognise_other_mistakes(reference, mistake, name, words)
 def test_decoder_hints_recognise_a_missing_memory_mask(reference):
     """A hidden case's own hint: cross-attention without the source's padding mask."""
     case = checks.CASES["test_decoder_layer"][1]
-    args = case.make_args(torch.Generator().manual_seed(3))
-    assert args[5].any()
+    args = next(a for a in (case.make_args(torch.Generator().manual_seed(s)) for s in range(50))
+                if a[5].any())  # the first seed whose source has padding
     expected = eval(case.call, reference)(*args)
     dims, sd, y, memory, tgt_mask, mem_mask, nf = args
     wrong = eval(case.call, reference)(dims, sd, y, memory, tgt_mask, None, nf)
