@@ -198,6 +198,16 @@ def test_public_check_explains_each_typical_mistake(reference, student):
      "    def forward(self, x):\n"
      "        return self.linear2(F.relu(self.linear1(x)))",
      "FeedForward", "4 * d_model"),
+    ("class EncoderLayer(EncoderLayer):\n"
+     "    def __init__(self, d_model, n_heads, d_ff, norm_first=False):\n"
+     "        super().__init__(d_model, n_heads, d_ff, norm_first)\n"
+     "        self.self_attn = nn.MultiheadAttention(d_model, n_heads)",
+     "EncoderLayer", "batch_first=True"),
+    (NOT_CAUSAL_DECODER.replace(
+        "key_padding_mask=tgt_key_padding_mask)[0]",
+        "attn_mask=torch.ones(h.shape[1], h.shape[1], dtype=torch.bool).tril(),\n"
+        "                                      key_padding_mask=tgt_key_padding_mask)[0]"),
+     "DecoderLayer", "causal mask is inverted"),
 ])
 def test_public_checks_recognise_other_mistakes(reference, mistake, name, words):
     check = getattr(checks, next(c for c, n in CHECKS.values() if n == name))

@@ -224,13 +224,24 @@ def _encoder_variant(args, norm_first=None, pad="same"):
         return layer(_cpu64(x), src_key_padding_mask=mask)
 
 
-def _decoder_variant(args, norm_first=None, causal=True, tgt_pad=True, mem_pad=True):
+def _decoder_variant(args, norm_first=None, causal=True, tgt_pad=True, mem_pad=True, inverted=False):
     dims, sd, y, memory, tgt_mask, mem_mask, nf = args
     layer = _torch_decoder_layer(dims, sd, nf if norm_first is None else norm_first)
+    mask = ~_causal(y.shape[1]) if inverted else _causal(y.shape[1]) if causal else None
     with torch.no_grad():
-        return layer(_cpu64(y), _cpu64(memory), tgt_mask=_causal(y.shape[1]) if causal else None,
+        return layer(_cpu64(y), _cpu64(memory), tgt_mask=mask,
                      tgt_key_padding_mask=_mask64(tgt_mask) if tgt_pad else None,
                      memory_key_padding_mask=_mask64(mem_mask) if mem_pad else None)
+
+
+def _nan_safe_close(got, target) -> bool:
+    """``got`` equals ``target`` wherever both are finite (a query that may attend to nothing gives
+    NaN or zeros depending on PyTorch's code path)."""
+    if not isinstance(got, torch.Tensor) or got.shape != target.shape:
+        return False
+    got = got.detach().cpu().double()
+    both = torch.isfinite(got) & torch.isfinite(target)
+    return bool(both.any()) and torch.allclose(got[both], target[both], rtol=1e-4, atol=1e-5)
 
 
 def _placement_text(layer: str) -> str:
@@ -248,9 +259,14 @@ ENC_NO_PAD = Hint("the output ignores the padding mask: pass key_padding_mask=..
 ENC_PAD_INVERTED = Hint("the padding mask is inverted: here True = padding (nn.MultiheadAttention's "
                         "convention, the opposite of F.scaled_dot_product_attention's attn_mask).",
                         lambda got, exp, args: args[3] is not None
-                        and _close(got.nan_to_num(0.0) if isinstance(got, torch.Tensor) else got,
-                                   _encoder_variant(args, pad="inverted").nan_to_num(0.0)))
-ENCODER_HINTS = (ENC_PLACEMENT, ENC_NO_PAD, ENC_PAD_INVERTED)
+                        and _nan_safe_close(got, _encoder_variant(args, pad="inverted")))
+ENC_BATCH_FIRST = Hint("the output is what a layer gives when it reads x as (S, B, d_model): create "
+                       "nn.MultiheadAttention(d_model, n_heads, batch_first=True), since x is "
+                       "(B, S, d_model).",
+                       lambda got, exp, args: args[3] is None and args[2].shape[0] > 1 and _close(
+                           got, _encoder_variant((*args[:2], args[2].transpose(0, 1), *args[3:]))
+                           .transpose(0, 1)))
+ENCODER_HINTS = (ENC_PLACEMENT, ENC_NO_PAD, ENC_PAD_INVERTED, ENC_BATCH_FIRST)
 
 DEC_PLACEMENT = Hint(_placement_text("nn.TransformerDecoderLayer"),
                      lambda got, exp, args: _close(got, _decoder_variant(args, norm_first=not args[6])))
@@ -266,7 +282,12 @@ DEC_NO_TGT_PAD = Hint("masked self-attention ignores the target's padding mask: 
                       "key_padding_mask=tgt_key_padding_mask to self_attn.",
                       lambda got, exp, args: args[4] is not None and bool(args[4].any())
                       and _close(got, _decoder_variant(args, tgt_pad=False)))
-DECODER_HINTS = (DEC_PLACEMENT, DEC_NO_CAUSAL, DEC_NO_MEMORY_PAD, DEC_NO_TGT_PAD)
+DEC_CAUSAL_INVERTED = Hint("the causal mask is inverted: with nn.MultiheadAttention a boolean attn_mask "
+                           "is True where attention is *blocked*, i.e. above the diagonal "
+                           "(torch.ones(T, T, dtype=torch.bool).triu(1)), not the lower triangle.",
+                           lambda got, exp, args: args[2].shape[1] > 1 and _nan_safe_close(
+                               got, _decoder_variant(args, inverted=True)))
+DECODER_HINTS = (DEC_PLACEMENT, DEC_NO_CAUSAL, DEC_NO_MEMORY_PAD, DEC_NO_TGT_PAD, DEC_CAUSAL_INVERTED)
 
 
 def _expected_names(module: nn.Module) -> dict[str, tuple[int, ...]]:
