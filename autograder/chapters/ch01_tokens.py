@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..compare import describe_difference
 from ..spec import Case, CheckFailed, Hint, error_hint, expect, passed
 
 PAD, UNK = "<pad>", "<unk>"
@@ -40,9 +41,14 @@ def _call(fn: Callable, shown: str, *args: Any) -> Any:
 
 def _expect(got: Any, expected: Any, shown: str, why: str = "",
             hints: tuple[Hint, ...] = (), args: tuple = ()) -> None:
-    """:func:`expect` with the example's explanation and the hints that recognise the mistake."""
-    notes = ([why] if why else []) + [h.text for h in hints if h.matches(got, expected, args)]
-    expect(got, expected, shown, notes)
+    """:func:`expect` with the example's explanation and the hints that recognise the mistake
+    (each once); the explanation is labelled as such, so it is not mistaken for a diagnosis."""
+    message = describe_difference(got, expected, shown)
+    if message is None:
+        return
+    found = list(dict.fromkeys(h.text for h in hints if h.matches(got, expected, args)))
+    raise CheckFailed("\n".join([message, *([f"About this example: {why}"] if why else []),
+                                  *(f"Hint: {text}" for text in found)]))
 
 
 def _tensor(x: Any) -> torch.Tensor | None:
