@@ -192,7 +192,22 @@ GRU_RESET_BIAS = Hint(
     "the reset gate multiplies W_hn h_prev + b_hn with its bias: n = tanh(x_n + r * h_n) where "
     "h_n is the n-block of h_prev @ W_hh.T + b_hh, not r * (h_prev @ W_hn.T) + b_hn.",
     lambda got, exp, args: _gru_variant(got, args, bias_outside_r=True))
-GRU_HINTS = (GRU_Z_SWAPPED, GRU_ORDER, GRU_RESET_BIAS)
+
+
+def _gru_reset_before_matrix(got, exp, args) -> bool:
+    """The original paper's candidate: tanh(W_in x + b_in + W_hn (r * h_prev) + b_hn)."""
+    x, h, W_ih, W_hh, b_ih, b_hh = _cpu64(*args)
+    H = h.shape[1]
+    r, z = torch.sigmoid(x @ W_ih[:2 * H].T + b_ih[:2 * H] + h @ W_hh[:2 * H].T + b_hh[:2 * H]).chunk(2, dim=1)
+    n = torch.tanh(x @ W_ih[2 * H:].T + b_ih[2 * H:] + (r * h) @ W_hh[2 * H:].T + b_hh[2 * H:])
+    return _close(got, (1 - z) * n + z * h)
+
+
+GRU_RESET_BEFORE = Hint(
+    "this is the original paper's GRU, with r applied to h_prev before the matrix, "
+    "W_hn (r * h_prev): PyTorch applies r after it, n = tanh(x_n + r * (h_prev @ W_hn.T + b_hn)).",
+    _gru_reset_before_matrix)
+GRU_HINTS = (GRU_Z_SWAPPED, GRU_ORDER, GRU_RESET_BIAS, GRU_RESET_BEFORE)
 
 
 def _loss_over_everything(got, exp, args) -> bool:
@@ -206,10 +221,30 @@ LOSS_PADDING = Hint(
 LOSS_SUM = Hint(
     "this is the sum over the real positions: divide by their number, lengths.sum().",
     lambda got, exp, args: _close(got, exp.detach().cpu().double() * args[2].sum().item()))
+LOSS_OVER_BT = Hint(
+    "the padded positions are left out of the sum but counted in the division (a mean over all "
+    "B * T positions of a masked loss): divide by the number of real positions, lengths.sum().",
+    lambda got, exp, args: _close(got, exp.detach().cpu().double() * args[2].sum().item()
+                                  / args[1].numel()))
+
+
+def _mean_of_sequence_means(got, exp, args) -> bool:
+    logits, targets, lengths = args
+    T = targets.shape[1]
+    nll = F.cross_entropy(_cpu64(logits)[0].flatten(0, 1), targets.cpu().flatten(),
+                          reduction="none").view(-1, T)
+    real = _real(lengths.cpu(), T)
+    return _close(got, ((nll * real).sum(1) / real.sum(1)).mean())
+
+
+LOSS_PER_SEQUENCE = Hint(
+    "this is the mean over sequences of each sequence's mean loss, so a short sequence's tokens "
+    "weigh more: sum over all real positions of the batch and divide once, by lengths.sum().",
+    _mean_of_sequence_means)
 LOSS_NOT_SCALAR = Hint(
     "return one number, a 0-d tensor (the mean), not a loss per position or per sequence.",
     lambda got, exp, args: _tensor(got) is not None and got.dim() > 0)
-LOSS_HINTS = (LOSS_PADDING, LOSS_SUM, LOSS_NOT_SCALAR)
+LOSS_HINTS = (LOSS_PADDING, LOSS_SUM, LOSS_OVER_BT, LOSS_PER_SEQUENCE, LOSS_NOT_SCALAR)
 
 
 def _probs(logits: torch.Tensor, t: float) -> torch.Tensor:
