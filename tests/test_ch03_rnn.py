@@ -174,6 +174,12 @@ MORE_MISTAKES += [
     ("gru_cell", GRU_RESET_BEFORE_MATRIX, "original paper's GRU"),
     ("sequence_loss", LOSS_MASKED_MEAN, "counted in the division"),
     ("sequence_loss", LOSS_PER_SEQUENCE, "mean over sequences of each sequence's mean"),
+    ("rnn_cell", NO_TANH.replace("return x_t @ W_xh.T + h_prev @ W_hh.T + b",
+                                 "return torch.tanh(x_t @ W_xh.T + h_prev @ W_hh.T)"), "bias b is missing"),
+    ("lstm_cell", LSTM_IFOG.replace("i, f, o, g =", "i, f, g, o =").replace(
+        "torch.sigmoid(o) * torch.tanh(c_t), c_t", "torch.sigmoid(o) * c_t, c_t"), "h_t = o_t * tanh(c_t)"),
+    ("gru_cell", GRU_Z_SWAPPED.replace("return z * n + (1 - z) * h_prev", "return (1 - z) * n + z * h_prev")
+     .replace("n = torch.tanh(x_n + r * h_n)", "n = torch.tanh(x_n + h_n)"), "reset gate r is not used"),
 ]
 
 
@@ -186,7 +192,7 @@ def test_other_mistakes_get_their_own_hint(reference, name, code, words):
     assert words in str(failure.value), str(failure.value)
 
 
-@pytest.mark.parametrize("name, code, words", MORE_MISTAKES[-3:])
+@pytest.mark.parametrize("name, code, words", MORE_MISTAKES[-6:])
 def test_hidden_cases_give_the_same_hint(reference, name, code, words):
     """As the grader judges them (in process): every hidden case of the cell fails with the hint."""
     from autograder.grading import _inputs

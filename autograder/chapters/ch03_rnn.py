@@ -88,7 +88,12 @@ RNN_TRANSPOSED = Hint(
 RNN_DTYPE = Hint(
     "keep the dtype of the inputs: do not create float32 tensors (or call .float()) inside.",
     lambda got, exp, args: got.dtype != exp.dtype)
-RNN_CELL_HINTS = (RNN_NO_TANH, RNN_TRANSPOSED, RNN_DTYPE)
+RNN_NO_BIAS = Hint(
+    "the bias b is missing: h_t = tanh(x_t @ W_xh.T + h_prev @ W_hh.T + b).",
+    lambda got, exp, args: _close(got, torch.tanh(_cpu64(args[0])[0] @ _cpu64(args[2])[0].T
+                                                  + _cpu64(args[1])[0] @ _cpu64(args[3])[0].T))
+    and bool(args[4].abs().max() > 0))
+RNN_CELL_HINTS = (RNN_NO_TANH, RNN_TRANSPOSED, RNN_NO_BIAS, RNN_DTYPE)
 
 
 def _last_taken_at_padding(got, exp, args) -> bool:
@@ -122,7 +127,8 @@ FWD_PADDING_NOT_ZERO = Hint(
     "the states at real positions are right, but states[i, t] for t >= lengths[i] must be zeros "
     "(the RNN has not run there), as pad_packed_sequence returns them.", _padding_not_zero)
 FWD_FIRST_STEP = Hint(
-    "already states[:, 0] differs: it is rnn_cell(x[:, 0], h0, ...), starting from h0 "
+    "already states[:, 0] differs (if rnn_cell fails its own check, fix it first): it is "
+    "rnn_cell(x[:, 0], h0, ...), starting from h0 "
     "(zeros of shape (B, H) when h0 is None), and x[:, t] is step t of every sequence.",
     _first_step_wrong)
 FWD_NOT_PAIR = Hint(
@@ -162,7 +168,13 @@ def _lstm_one_bias(got, exp, args) -> bool:
 LSTM_ONE_BIAS = Hint(
     "add both biases, b_ih and b_hh (PyTorch keeps two; a layer of your own might keep one).",
     _lstm_one_bias)
-LSTM_HINTS = (LSTM_ORDER, LSTM_SWAPPED, LSTM_ONE_BIAS)
+
+
+LSTM_NO_TANH_C = Hint(
+    "c_t is right but h_t is not: h_t = o_t * tanh(c_t), with the tanh on the new cell state.",
+    lambda got, exp, args: _pair(got) is not None and _pair(exp) is not None
+    and _close(got[1], exp[1]) and not _close(got[0], exp[0]))
+LSTM_HINTS = (LSTM_ORDER, LSTM_SWAPPED, LSTM_ONE_BIAS, LSTM_NO_TANH_C)
 
 
 def _gru_variant(got, args, *, order=(0, 1, 2), flip_z=False, bias_outside_r=False) -> bool:
@@ -203,11 +215,23 @@ def _gru_reset_before_matrix(got, exp, args) -> bool:
     return _close(got, (1 - z) * n + z * h)
 
 
+def _gru_without_reset(got, args) -> bool:
+    """The cell with r = 1: sigmoid of a huge r-block pre-activation is exactly 1 in float64."""
+    x, h, W_ih, W_hh, b_ih, b_hh = _cpu64(*args)
+    H = h.shape[1]
+    W_ih[:H], W_hh[:H], b_ih[:H], b_hh[:H] = 0, 0, 100, 0
+    return _close(got, torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh))
+
+
 GRU_RESET_BEFORE = Hint(
     "this is the original paper's GRU, with r applied to h_prev before the matrix, "
     "W_hn (r * h_prev): PyTorch applies r after it, n = tanh(x_n + r * (h_prev @ W_hn.T + b_hn)).",
     _gru_reset_before_matrix)
-GRU_HINTS = (GRU_Z_SWAPPED, GRU_ORDER, GRU_RESET_BIAS, GRU_RESET_BEFORE)
+GRU_NO_RESET = Hint(
+    "the reset gate r is not used: n = tanh(x_n + r * h_n), where x_n and h_n are the n-blocks "
+    "of x_t @ W_ih.T + b_ih and h_prev @ W_hh.T + b_hh.",
+    lambda got, exp, args: _gru_without_reset(got, args))
+GRU_HINTS = (GRU_Z_SWAPPED, GRU_ORDER, GRU_RESET_BIAS, GRU_RESET_BEFORE, GRU_NO_RESET)
 
 
 def _loss_over_everything(got, exp, args) -> bool:
