@@ -157,6 +157,30 @@ MORE_MISTAKES = [  # (function, code, words of the hint its public check must gi
         "targets[torch.arange(logits.shape[1]) < lengths[:, None]], reduction='sum')"),
      "sum over the real positions"),
 ]
+GRU_RESET_BEFORE_MATRIX = GRU_Z_SWAPPED.replace(  # the original paper's candidate
+    "return z * n + (1 - z) * h_prev", "return (1 - z) * n + z * h_prev").replace(
+    "n = torch.tanh(x_n + r * h_n)",
+    "H = h_prev.shape[1]; n = torch.tanh(x_n + (r * h_prev) @ W_hh[2 * H:].T + b_hh[2 * H:])")
+LOSS_MASKED_MEAN = '''
+def sequence_loss(logits, targets, lengths):
+    real = torch.arange(logits.shape[1], device=logits.device) < lengths.to(logits.device)[:, None]
+    nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
+    return (nll * real).mean()  # mistake: divides by B * T
+'''
+LOSS_PER_SEQUENCE = LOSS_MASKED_MEAN.replace(
+    "return (nll * real).mean()  # mistake: divides by B * T",
+    "return ((nll * real).sum(1) / real.sum(1)).mean()  # mistake: mean of sequence means")
+MORE_MISTAKES += [
+    ("gru_cell", GRU_RESET_BEFORE_MATRIX, "original paper's GRU"),
+    ("sequence_loss", LOSS_MASKED_MEAN, "counted in the division"),
+    ("sequence_loss", LOSS_PER_SEQUENCE, "mean over sequences of each sequence's mean"),
+    ("rnn_cell", NO_TANH.replace("return x_t @ W_xh.T + h_prev @ W_hh.T + b",
+                                 "return torch.tanh(x_t @ W_xh.T + h_prev @ W_hh.T)"), "bias b is missing"),
+    ("lstm_cell", LSTM_IFOG.replace("i, f, o, g =", "i, f, g, o =").replace(
+        "torch.sigmoid(o) * torch.tanh(c_t), c_t", "torch.sigmoid(o) * c_t, c_t"), "h_t = o_t * tanh(c_t)"),
+    ("gru_cell", GRU_Z_SWAPPED.replace("return z * n + (1 - z) * h_prev", "return (1 - z) * n + z * h_prev")
+     .replace("n = torch.tanh(x_n + r * h_n)", "n = torch.tanh(x_n + h_n)"), "reset gate r is not used"),
+]
 
 
 @pytest.mark.parametrize("name, code, words", MORE_MISTAKES)
@@ -166,6 +190,23 @@ def test_other_mistakes_get_their_own_hint(reference, name, code, words):
     with pytest.raises(CheckFailed) as failure:
         getattr(checks, f"check_{name}")(namespace[name])
     assert words in str(failure.value), str(failure.value)
+
+
+@pytest.mark.parametrize("name, code, words", MORE_MISTAKES[-6:])
+def test_hidden_cases_give_the_same_hint(reference, name, code, words):
+    """As the grader judges them (in process): every hidden case of the cell fails with the hint."""
+    from autograder.grading import _inputs
+    namespace = dict(reference)
+    exec(code, namespace)
+    cell = f"test_{name}"
+    for (gid, i), args in _inputs({cell: checks.CASES[cell]}, 0).items():
+        case = checks.CASES[gid][i]
+        expected = eval(case.call, reference)(*args)
+        message = case.judge(eval(case.call, namespace)(*args), expected, args)
+        if message is not None:
+            assert words in message, message
+        else:  # only a batch without padding cannot show a loss mistake
+            assert name == "sequence_loss" and bool((args[2] == args[1].shape[1]).all()), case.label
 
 
 def test_frequency_check_tells_temperatures_apart():

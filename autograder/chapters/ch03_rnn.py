@@ -88,7 +88,12 @@ RNN_TRANSPOSED = Hint(
 RNN_DTYPE = Hint(
     "keep the dtype of the inputs: do not create float32 tensors (or call .float()) inside.",
     lambda got, exp, args: got.dtype != exp.dtype)
-RNN_CELL_HINTS = (RNN_NO_TANH, RNN_TRANSPOSED, RNN_DTYPE)
+RNN_NO_BIAS = Hint(
+    "the bias b is missing: h_t = tanh(x_t @ W_xh.T + h_prev @ W_hh.T + b).",
+    lambda got, exp, args: _close(got, torch.tanh(_cpu64(args[0])[0] @ _cpu64(args[2])[0].T
+                                                  + _cpu64(args[1])[0] @ _cpu64(args[3])[0].T))
+    and bool(args[4].abs().max() > 0))
+RNN_CELL_HINTS = (RNN_NO_TANH, RNN_TRANSPOSED, RNN_NO_BIAS, RNN_DTYPE)
 
 
 def _last_taken_at_padding(got, exp, args) -> bool:
@@ -122,7 +127,8 @@ FWD_PADDING_NOT_ZERO = Hint(
     "the states at real positions are right, but states[i, t] for t >= lengths[i] must be zeros "
     "(the RNN has not run there), as pad_packed_sequence returns them.", _padding_not_zero)
 FWD_FIRST_STEP = Hint(
-    "already states[:, 0] differs: it is rnn_cell(x[:, 0], h0, ...), starting from h0 "
+    "already states[:, 0] differs (if rnn_cell fails its own check, fix it first): it is "
+    "rnn_cell(x[:, 0], h0, ...), starting from h0 "
     "(zeros of shape (B, H) when h0 is None), and x[:, t] is step t of every sequence.",
     _first_step_wrong)
 FWD_NOT_PAIR = Hint(
@@ -162,7 +168,13 @@ def _lstm_one_bias(got, exp, args) -> bool:
 LSTM_ONE_BIAS = Hint(
     "add both biases, b_ih and b_hh (PyTorch keeps two; a layer of your own might keep one).",
     _lstm_one_bias)
-LSTM_HINTS = (LSTM_ORDER, LSTM_SWAPPED, LSTM_ONE_BIAS)
+
+
+LSTM_NO_TANH_C = Hint(
+    "c_t is right but h_t is not: h_t = o_t * tanh(c_t), with the tanh on the new cell state.",
+    lambda got, exp, args: _pair(got) is not None and _pair(exp) is not None
+    and _close(got[1], exp[1]) and not _close(got[0], exp[0]))
+LSTM_HINTS = (LSTM_ORDER, LSTM_SWAPPED, LSTM_ONE_BIAS, LSTM_NO_TANH_C)
 
 
 def _gru_variant(got, args, *, order=(0, 1, 2), flip_z=False, bias_outside_r=False) -> bool:
@@ -192,7 +204,34 @@ GRU_RESET_BIAS = Hint(
     "the reset gate multiplies W_hn h_prev + b_hn with its bias: n = tanh(x_n + r * h_n) where "
     "h_n is the n-block of h_prev @ W_hh.T + b_hh, not r * (h_prev @ W_hn.T) + b_hn.",
     lambda got, exp, args: _gru_variant(got, args, bias_outside_r=True))
-GRU_HINTS = (GRU_Z_SWAPPED, GRU_ORDER, GRU_RESET_BIAS)
+
+
+def _gru_reset_before_matrix(got, exp, args) -> bool:
+    """The original paper's candidate: tanh(W_in x + b_in + W_hn (r * h_prev) + b_hn)."""
+    x, h, W_ih, W_hh, b_ih, b_hh = _cpu64(*args)
+    H = h.shape[1]
+    r, z = torch.sigmoid(x @ W_ih[:2 * H].T + b_ih[:2 * H] + h @ W_hh[:2 * H].T + b_hh[:2 * H]).chunk(2, dim=1)
+    n = torch.tanh(x @ W_ih[2 * H:].T + b_ih[2 * H:] + (r * h) @ W_hh[2 * H:].T + b_hh[2 * H:])
+    return _close(got, (1 - z) * n + z * h)
+
+
+def _gru_without_reset(got, args) -> bool:
+    """The cell with r = 1: sigmoid of a huge r-block pre-activation is exactly 1 in float64."""
+    x, h, W_ih, W_hh, b_ih, b_hh = _cpu64(*args)
+    H = h.shape[1]
+    W_ih[:H], W_hh[:H], b_ih[:H], b_hh[:H] = 0, 0, 100, 0
+    return _close(got, torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh))
+
+
+GRU_RESET_BEFORE = Hint(
+    "this is the original paper's GRU, with r applied to h_prev before the matrix, "
+    "W_hn (r * h_prev): PyTorch applies r after it, n = tanh(x_n + r * (h_prev @ W_hn.T + b_hn)).",
+    _gru_reset_before_matrix)
+GRU_NO_RESET = Hint(
+    "the reset gate r is not used: n = tanh(x_n + r * h_n), where x_n and h_n are the n-blocks "
+    "of x_t @ W_ih.T + b_ih and h_prev @ W_hh.T + b_hh.",
+    lambda got, exp, args: _gru_without_reset(got, args))
+GRU_HINTS = (GRU_Z_SWAPPED, GRU_ORDER, GRU_RESET_BIAS, GRU_RESET_BEFORE, GRU_NO_RESET)
 
 
 def _loss_over_everything(got, exp, args) -> bool:
@@ -206,10 +245,30 @@ LOSS_PADDING = Hint(
 LOSS_SUM = Hint(
     "this is the sum over the real positions: divide by their number, lengths.sum().",
     lambda got, exp, args: _close(got, exp.detach().cpu().double() * args[2].sum().item()))
+LOSS_OVER_BT = Hint(
+    "the padded positions are left out of the sum but counted in the division (a mean over all "
+    "B * T positions of a masked loss): divide by the number of real positions, lengths.sum().",
+    lambda got, exp, args: _close(got, exp.detach().cpu().double() * args[2].sum().item()
+                                  / args[1].numel()))
+
+
+def _mean_of_sequence_means(got, exp, args) -> bool:
+    logits, targets, lengths = args
+    T = targets.shape[1]
+    nll = F.cross_entropy(_cpu64(logits)[0].flatten(0, 1), targets.cpu().flatten(),
+                          reduction="none").view(-1, T)
+    real = _real(lengths.cpu(), T)
+    return _close(got, ((nll * real).sum(1) / real.sum(1)).mean())
+
+
+LOSS_PER_SEQUENCE = Hint(
+    "this is the mean over sequences of each sequence's mean loss, so a short sequence's tokens "
+    "weigh more: sum over all real positions of the batch and divide once, by lengths.sum().",
+    _mean_of_sequence_means)
 LOSS_NOT_SCALAR = Hint(
     "return one number, a 0-d tensor (the mean), not a loss per position or per sequence.",
     lambda got, exp, args: _tensor(got) is not None and got.dim() > 0)
-LOSS_HINTS = (LOSS_PADDING, LOSS_SUM, LOSS_NOT_SCALAR)
+LOSS_HINTS = (LOSS_PADDING, LOSS_SUM, LOSS_OVER_BT, LOSS_PER_SEQUENCE, LOSS_NOT_SCALAR)
 
 
 def _probs(logits: torch.Tensor, t: float) -> torch.Tensor:
