@@ -156,6 +156,18 @@ def test_public_check_explains_each_typical_mistake(reference, student):
     ("test_filter_logits", "filter_logits", 'float("-inf"))\n    return', "0.0)\n    return",
      "not 0"),
     ("test_sample_next", "sample_next", ".squeeze(-1)", "", "drop the last dimension"),
+    ("test_sample_next", "sample_next", "argmax(dim=-1)", "argmax(dim=-1, keepdim=True)",
+     "argmax(dim=-1) without keepdim"),
+    ("test_sample_next", "sample_next",
+     "torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)",
+     "filter_logits(torch.softmax(logits / temperature, dim=-1), top_k, top_p).clamp(min=0)",
+     "not on probabilities"),
+    ("test_count_parameters", "count_parameters", "layer_norms = 2 * (C + C)", "layer_norms = 2 * C",
+     "LayerNorm parameters"),
+    ("test_convert_gpt2_state_dict", "convert_gpt2_state_dict", "tensor.t() if", "tensor.t_() if",
+     "do not modify sd in place"),
+    ("test_filter_logits", "filter_logits", "logits < kth", "logits <= kth",
+     "the k-th largest logit itself is removed"),
 ])
 def test_public_checks_recognise_other_mistakes(reference, cell, grade_id, old, new, words):
     with pytest.raises(CheckFailed) as failure:
@@ -177,6 +189,12 @@ def test_hidden_case_hints_recognise_mistakes(reference):
     dropped = _with(reference, CROSSING_DROPPED)["filter_logits"](*args)
     message = checks.CASES["test_filter_logits"][1].judge(dropped, expected, args)
     assert message is not None and "cross top_p is dropped" in message, message
+    args = checks._filter_case(torch.Generator().manual_seed(1), top_k=3)
+    expected = reference["filter_logits"](*args)
+    strict = _with(reference, _mutated("filter_logits", "logits < kth", "logits <= kth"))["filter_logits"](*args)
+    message = checks.CASES["test_filter_logits"][0].judge(strict, expected, args)
+    assert message is not None and "k-th largest logit itself" in message, message
+    assert "cross top_p is dropped" not in message, message  # no top-p hint for a top-k-only call
     args = checks._sample_many(torch.Generator().manual_seed(2), 0.5)
     sample = eval(checks.SAMPLE_UNSEEDED_CALL, reference)
     assert checks._statistical_check(sample(*args), sample(*args), args) is None  # two honest draws

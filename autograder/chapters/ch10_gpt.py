@@ -247,11 +247,18 @@ COUNT_HEAD_UNTIED = _count_hint(
 COUNT_BIASES = _count_hint(
     "the biases of the linear layers are missing: c_attn has 3C, c_proj C, c_fc 4C and the MLP's "
     "c_proj C, in every block.", lambda c, tied: c["n_layer"] * 9 * c["n_embd"])
+def _layer_norms_missing(got, exp, args):
+    """Some LayerNorm gains or biases not counted: a multiple of C, at most all 2 (2L + 1) C of them
+    (and not the C-multiple that a missing wpe gives)."""
+    c, diff = args[0], _count_diff(got, exp)
+    C, L = c["n_embd"], c["n_layer"]
+    return (diff is not None and 0 < diff <= 2 * C * (2 * L + 1) and diff % C == 0
+            and diff != c["block_size"] * C)
+
+
 COUNT_LAYER_NORMS = Hint(
-    "LayerNorm parameters are missing: each LayerNorm has a gain and a bias of C numbers; there are "
-    "two per block (ln_1, ln_2) and ln_f at the end.",
-    lambda got, exp, args: _count_diff(got, exp) in {
-        2 * args[0]["n_embd"] * n for n in (1, 2 * args[0]["n_layer"], 2 * args[0]["n_layer"] + 1)})
+    "LayerNorm parameters are missing: each LayerNorm has a gain and a bias of C numbers each "
+    "(2C in all); there are two per block (ln_1, ln_2) and ln_f at the end.", _layer_norms_missing)
 COUNT_POSITIONS = _count_hint(
     "the position embedding table wpe (block_size x C) is missing.",
     lambda c, tied: c["block_size"] * c["n_embd"])
@@ -335,6 +342,14 @@ def _probabilities(got, exp, args):
     return _close(got, torch.softmax(_cpu64(exp), -1))
 
 
+def _top_p_crossing_dropped(got, exp, args):
+    return args[2] is not None and _crossing_dropped(got, exp, args)
+
+
+def _top_k_kth_dropped(got, exp, args):
+    return args[1] is not None and args[2] is None and _crossing_dropped(got, exp, args)
+
+
 def _top_k_off_by_one(got, exp, args):
     g, e = _finite_sets(got), _finite_sets(exp)
     return (g is not None and e is not None and len(g) == len(e) and g != e
@@ -344,13 +359,16 @@ def _top_k_off_by_one(got, exp, args):
 FILTER_CROSSING = Hint("the token whose probability makes the running total cross top_p is dropped: "
                        "keep it. A token is kept when the probability of the tokens ranked above "
                        "it is < top_p (cumsum minus its own probability), so the kept set's total "
-                       "is at least top_p.", _crossing_dropped)
+                       "is at least top_p.", _top_p_crossing_dropped)
+FILTER_KTH = Hint("the k-th largest logit itself is removed, so each row keeps k - 1 tokens: remove "
+                  "only the logits strictly below the k-th largest value (logits < kth, not <=).",
+                  _top_k_kth_dropped)
 FILTER_ZERO = Hint("removed tokens must get -inf, not 0: a logit of 0 still has probability "
                    "exp(0) / Z > 0.", _zero_filled)
 FILTER_PROBS = Hint("return logits (with -inf for removed tokens), not probabilities.", _probabilities)
 FILTER_COUNT = Hint("each row keeps one token too many or too few; top-k keeps exactly the k largest "
                     "(plus ties with the k-th), and top-p keeps the crossing token.", _top_k_off_by_one)
-FILTER_HINTS = (FILTER_CROSSING, FILTER_ZERO, FILTER_PROBS, FILTER_COUNT)
+FILTER_HINTS = (FILTER_CROSSING, FILTER_KTH, FILTER_ZERO, FILTER_PROBS, FILTER_COUNT)
 
 
 def _draw(probs: torch.Tensor, seed: int) -> torch.Tensor:
@@ -374,8 +392,13 @@ SAMPLE_TEMPERATURE = Hint("the samples match logits multiplied by the temperatur
                           "(logits / temperature), so that temperature < 1 sharpens.",
                           _temperature_multiplied)
 SAMPLE_SHAPE = Hint("return shape (B,): drop the last dimension of multinomial's (B, 1) result "
-                    "(.squeeze(-1)).", _kept_dim)
-SAMPLE_HINTS = (SAMPLE_TEMPERATURE, SAMPLE_SHAPE)
+                    "(.squeeze(-1)), and for greedy use argmax(dim=-1) without keepdim.", _kept_dim)
+SAMPLE_FILTERED = Hint("with top-k/top-p, check the order: logits / temperature (divide), then "
+                       "filter_logits on those logits, then softmax, then torch.multinomial(probs, "
+                       "num_samples=1, generator=generator).",
+                       lambda got, exp, args: args[2] != 0 and (args[3] is not None or args[4] is not None)
+                       and isinstance(got, torch.Tensor) and got.shape == exp.shape)
+SAMPLE_HINTS = (SAMPLE_TEMPERATURE, SAMPLE_SHAPE, SAMPLE_FILTERED)
 
 
 def _frequencies(tokens: torch.Tensor, V: int) -> torch.Tensor:
@@ -409,6 +432,10 @@ def _statistical_temperature(got, exp, args):
 
 STAT_TEMPERATURE = Hint("the frequencies follow softmax(logits * temperature): divide by the "
                         "temperature instead.", _statistical_temperature)
+STAT_FILTER_ORDER = Hint("with top-k/top-p the frequencies are off: the order is logits / temperature, "
+                         "then filter_logits on those logits (not on probabilities), then softmax, "
+                         "then torch.multinomial.",
+                         lambda got, exp, args: args[3] is not None or args[4] is not None)
 
 
 def _show(x: Any) -> str:
@@ -553,6 +580,10 @@ def check_convert_gpt2_state_dict(convert: Callable) -> None:
     got = _call(convert, shown, sd)
     if not isinstance(got, dict):
         raise CheckFailed(f"{shown} returned {type(got).__name__}: return a new dict name -> tensor")
+    for name, value in before.items():  # first: an input changed in place misleads every other test
+        expect(sd.get(name), value, f"the input's {name!r} after the call",
+               ["do not modify sd in place: build a new dict, and use tensor.t() (a new view), "
+                "not tensor.t_() or del sd[...]."])
     hints = [h.text for h in CONVERT_HINTS if h.matches(got, None, (sd,))]  # judged on the whole dict
     expect(sorted(got), sorted(gpt_shapes(TINY)), f"the keys of {shown}", hints or [
         "every key of GPT(config).state_dict(), lm_head.weight included, and nothing else."])
@@ -571,8 +602,6 @@ def check_convert_gpt2_state_dict(convert: Callable) -> None:
         else:
             expect(value, sd[name], f"result[{name!r}]", ["entries other than the four Conv1D "
                                                           "weights are copied unchanged.", *hints])
-    for name, value in before.items():
-        expect(sd[name], value, f"the input's {name!r} after the call", ["do not modify sd in place."])
     passed("convert_gpt2_state_dict", 3)
 
 
@@ -615,7 +644,7 @@ def check_filter_logits(filter_logits: Callable) -> None:
 
 
 def check_sample_next(sample_next: Callable) -> None:
-    """Greedy, top-k = 1, the exact draw for a seed, and frequencies over 20 000 draws."""
+    """Greedy, top-k = 1, the exact draw for a seed, and frequencies over 20 000 draws (top-k, top-p)."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 7, generator=g) * 2
     shown = "sample_next(<random (4, 7) logits>, temperature=0)"
@@ -638,18 +667,24 @@ def check_sample_next(sample_next: Callable) -> None:
             (dict(temperature=2.0), torch.softmax(row[0] / 2.0, -1), "softmax(logits / 2)"),
             (dict(temperature=0.5), torch.softmax(row[0] / 0.5, -1), "softmax(logits / 0.5)"),
             (dict(temperature=1.0, top_k=2), torch.tensor([0.0, 1.0, math.e, 0.0]) / (1 + math.e),
-             "only tokens 2 and 1, in the ratio e : 1")):
+             "only tokens 2 and 1, in the ratio e : 1"),
+            (dict(temperature=2.0, top_p=0.6), torch.tensor([0.0, 1.0, math.exp(0.5), 0.0]) / (1 + math.exp(0.5)),
+             "softmax(logits / 2) is [0.167, 0.276, 0.455, 0.102]: the nucleus of 0.6 is tokens 2 "
+             "and 1 (0.455 < 0.6 above token 1, 0.731 above token 0), renormalised")):
         shown = f"sample_next(<[0, 1, 2, -1] x 20000 rows>, {', '.join(f'{k}={v}' for k, v in kwargs.items())})"
-        got = _call(sample_next, shown, many, kwargs["temperature"], kwargs.get("top_k"), None,
-                    torch.Generator().manual_seed(1))
+        got = _call(sample_next, shown, many, kwargs["temperature"], kwargs.get("top_k"),
+                    kwargs.get("top_p"), torch.Generator().manual_seed(1))
         freq = _frequencies(got, 4) if isinstance(got, torch.Tensor) and got.dtype == torch.int64 else got
-        hints = [STAT_TEMPERATURE.text] if STAT_TEMPERATURE.matches(
-            got, None, (many, 1, kwargs["temperature"], None, None)) and "top_k" not in kwargs else []
+        if "top_k" in kwargs or "top_p" in kwargs:
+            hints = [STAT_FILTER_ORDER.text]
+        else:
+            hints = [STAT_TEMPERATURE.text] if STAT_TEMPERATURE.matches(
+                got, None, (many, 1, kwargs["temperature"], None, None)) else []
         if not isinstance(freq, torch.Tensor) or float((freq - probs.double()).abs().max()) > 0.015:
             raise CheckFailed(f"{shown}: token frequencies {_show(freq) if not isinstance(freq, torch.Tensor) else [round(v, 3) for v in freq.tolist()]}"
                               f", expected about {[round(v, 3) for v in probs.tolist()]} ({why})"
                               + "".join(f"\nHint: {h}" for h in hints))
-    passed("sample_next", 8)
+    passed("sample_next", 9)
 
 
 # ----------------------------------------------------------------------------------------
@@ -777,7 +812,8 @@ CASES: dict[str, list[Case]] = {
         Case(SAMPLE_UNSEEDED_CALL, lambda g: _sample_many(g, _pick_temperature(g)),
              "frequencies over 20000 draws, temperature", (STAT_TEMPERATURE,), check=_statistical_check),
         Case(SAMPLE_UNSEEDED_CALL, lambda g: _sample_many(g, 1.0, top_k=2, top_p=0.9),
-             "frequencies over 20000 draws, top-k and top-p", (), check=_statistical_check),
+             "frequencies over 20000 draws, top-k and top-p", (STAT_FILTER_ORDER,),
+             check=_statistical_check),
     ],
 }
 
