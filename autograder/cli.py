@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--to", default="grades.csv")
     p = steps.add_parser("doctor", help="check that this machine can grade safely (sandbox, limits, GPU)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: also check the GPU inside the sandbox")
+    for sub in steps.choices.values():  # `autograde 01-tokens --course DIR` works too
+        sub.add_argument("--course", type=Path, default=argparse.SUPPRESS,
+                         help="course directory (also accepted before the command)")
     args = parser.parse_args(argv)
     if args.step == "doctor":
         return doctor(args)
