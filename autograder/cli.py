@@ -5,6 +5,7 @@
     python -m autograder autograde ASSIGNMENT [--device D] # submitted/ -> autograded/ + gradebook
     python -m autograder feedback  ASSIGNMENT              # autograded/ -> feedback/ (HTML)
     python -m autograder export    [--to grades.csv]       # gradebook -> CSV
+    python -m autograder report    ASSIGNMENT              # gradebook + reports -> HTML page + CSV
     python -m autograder doctor    [--device D]            # can this machine grade safely?
 
 Each step is nbgrader's own (same folders, same gradebook, same formgrader); ``autograde``
@@ -168,13 +169,13 @@ def autograde(api: NbGraderAPI, args) -> None:
             reason = "repaired before grading: " + "; ".join(repaired)
         score, max_score = _score(api, args.assignment, student)
         rows.append((student, score, max_score, reason or ""))
-    report = Path(api.coursedir.root) / f"autograde-{args.assignment}.csv"
-    with report.open("w", newline="") as f:
+    summary = Path(api.coursedir.root) / f"autograde-{args.assignment}.csv"
+    with summary.open("w", newline="") as f:
         csv.writer(f).writerows([("student", "score", "max_score", "problem"), *rows])
     width = max(len(s) for s, *_ in rows)
     for student, score, max_score, reason in rows:
         print(f"{student:<{width}}  {score:6.2f} / {max_score:g}  {reason}")
-    print(f"summary written to {report}")
+    print(f"summary written to {summary}")
 
 
 def feedback(api: NbGraderAPI, args) -> None:
@@ -190,6 +191,14 @@ def export(api: NbGraderAPI, args) -> None:
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
         plugin.export(gb)
     print(f"grades written to {plugin.to}")
+
+
+def report(api: NbGraderAPI, args) -> None:
+    from .report import build  # noqa: PLC0415 (matplotlib only for this step)
+
+    page, table = build(Path(api.coursedir.root), api.coursedir.db_url, api.coursedir.course_id,
+                        args.assignment, Path(api.coursedir.root) / api.coursedir.autograded_directory)
+    print(f"report written to {page} and {table}")
 
 
 def doctor(args) -> None:
@@ -245,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("assignment")
     p = steps.add_parser("export", help="export all grades to CSV")
     p.add_argument("--to", default="grades.csv")
+    p = steps.add_parser("report", help="write an HTML report (and a CSV) on a graded assignment")
+    p.add_argument("assignment")
     p = steps.add_parser("doctor", help="check that this machine can grade safely (sandbox, limits, GPU)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: also check the GPU inside the sandbox")
     for sub in steps.choices.values():  # `autograde 01-tokens --course DIR` works too
@@ -264,4 +275,4 @@ def main(argv: list[str] | None = None) -> None:
                  if args.step == "autograde" else {})
     api = _api(course, **overrides)
     {"generate": generate, "collect": collect, "autograde": autograde,
-     "feedback": feedback, "export": export}[args.step](api, args)
+     "feedback": feedback, "export": export, "report": report}[args.step](api, args)

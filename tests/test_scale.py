@@ -3,6 +3,8 @@ resumable grading. One small class of Chapter-1 submissions is graded a few ways
 
 from __future__ import annotations
 
+import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ASSIGNMENT, ROOT, run_cli
+from conftest import ASSIGNMENT, ROOT, grade_class, make_submission, run_cli
+from test_grading import LOOP, OFF_BY_ONE
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +33,34 @@ def test_course_is_accepted_after_the_command(course, tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert out.read_text().startswith("assignment,"), out.read_text()[:200]
+
+
+@pytest.fixture(scope="module")
+def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
+    """Four students: the reference, an untouched notebook, and the off-by-one one-hot mistake
+    twice (once with an endless loop in another exercise): the class's planted common mistake."""
+    submissions = {
+        "ada": make_submission(course),
+        "blank": make_submission(course, solved=False),
+        "offbyone": make_submission(course, replace={"one_hot": OFF_BY_ONE}),
+        "offloop": make_submission(course, replace={"one_hot": OFF_BY_ONE, "cosine_similarity_matrix": LOOP}),
+    }
+    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"),
+                       "--timeout", "3")
+
+
+def test_report_counts_scores_common_mistakes_and_problems(course, graded):
+    assert graded["ada"]["score"] == 10.0 and graded["blank"]["score"] == 0.0
+    run_cli(course, "report", ASSIGNMENT)
+    page = (course / f"report-{ASSIGNMENT}.html").read_text()
+    counts = re.search(r'<p id="counts">(.*?)</p>', page, re.DOTALL).group(1)
+    assert counts.startswith("4 submissions;") and "1 with full marks" in counts, counts
+    assert page.count('src="data:image/png;base64,') == 2
+    hints = re.search(r"<h2>Most common hints</h2>\s*<table>.*?</tr><tr>(.*?)</tr>", page, re.DOTALL).group(1)
+    assert "test_one_hot" in hints and "shift the indices by one" in hints and hints.endswith("<td>2</td>"), hints
+    troubled = re.search(r"timeout, crash, repair.*?</h2>(.*?)<h2>", page, re.DOTALL).group(1)
+    assert "<td>offloop</td><td>timeout</td>" in troubled and "ada" not in troubled, troubled
+    with open(course / f"report-{ASSIGNMENT}.csv") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert {s: float(r["score"]) for s, r in rows.items()} == {s: r["score"] for s, r in graded.items()}
+    assert float(rows["offbyone"]["test_one_hot"]) < float(rows["ada"]["test_one_hot"])
