@@ -2,7 +2,7 @@
 
     python -m autograder generate  ASSIGNMENT              # solutions/ -> exercises/ (+ gradebook)
     python -m autograder collect   ASSIGNMENT FOLDER       # FOLDER/<student>.ipynb -> submitted/
-    python -m autograder autograde ASSIGNMENT [--device D] # submitted/ -> autograded/ + gradebook
+    python -m autograder autograde ASSIGNMENT [--jobs N]   # submitted/ -> autograded/ + gradebook
     python -m autograder feedback  ASSIGNMENT              # autograded/ -> feedback/ (HTML)
     python -m autograder export    [--to grades.csv]       # gradebook -> CSV
     python -m autograder report    ASSIGNMENT              # gradebook + reports -> HTML page + CSV
@@ -18,11 +18,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import sys
+import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,8 +38,8 @@ from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
 from traitlets.config import PyFileConfigLoader
 
-from . import sandbox
-from .nbgrader_plugin import REPAIRS
+from . import parallel, sandbox
+from .nbgrader_plugin import _REFERENCE_CACHE, REPAIRS, SandboxGrade
 
 
 def _api(course: Path, **overrides) -> NbGraderAPI:
@@ -140,6 +143,27 @@ def _failure(result: dict) -> str:
     return f"{words} ({line}); grade it by hand or send it to the course's developers"
 
 
+def grade_one(api: NbGraderAPI, assignment: str, student: str) -> tuple[str | None, list[str]]:
+    """nbgrader's autograde of one submission: (why it scores zero or None, the editor repairs)."""
+    root = Path(api.coursedir.root) / api.coursedir.submitted_directory
+    reason = _unreadable(root / student / assignment)
+    if reason is None:
+        result = api.autograde(assignment, student)
+        if not result["success"]:
+            reason = f"the autograder could not run this submission: {_failure(result)}"
+    repaired = [text for (a, s, _), notes in REPAIRS.items() if (a, s) == (assignment, student)
+                for _, text in notes]
+    return reason, repaired
+
+
+def _stamp(root: Path, student: str, assignment: str) -> str:
+    """What identifies a hand-in: the timestamp collect wrote and the notebooks' sizes and mtimes."""
+    folder = root / student / assignment
+    files = sorted(folder.glob("*.ipynb"))
+    stamp = (folder / "timestamp.txt").read_text() if (folder / "timestamp.txt").exists() else ""
+    return stamp + "".join(f"|{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+
 def autograde(api: NbGraderAPI, args) -> None:
     root, students = _students(api, api.coursedir.submitted_directory, args.assignment)
     if args.student:
@@ -154,26 +178,58 @@ def autograde(api: NbGraderAPI, args) -> None:
         print("WARNING: --no-sandbox: student code runs with resource limits only and can read and "
               "change every file this user can (the reference, the gradebook, the course's config).",
               file=sys.stderr)
-    rows = []
-    for student in tqdm(students, desc=f"autograde {args.assignment} on {args.device}", unit="submission"):
-        reason = _unreadable(root / student / args.assignment)
-        if reason is None:
-            result = api.autograde(args.assignment, student)
-            if not result["success"]:
-                reason = f"the autograder could not run this submission: {_failure(result)}"
+    course = Path(api.coursedir.root)
+    journal = parallel.Journal(course / f".autograde-{args.assignment}.jsonl",
+                               {"device": args.device, "seed": args.seed, "timeout": args.timeout,
+                                "sandbox": not args.no_sandbox})
+    stamps = {s: _stamp(root, s, args.assignment) for s in students}
+    todo = [s for s in students if args.force or not journal.graded(s, stamps[s])]
+    if len(todo) < len(students):
+        print(f"{len(students) - len(todo)} submissions already graded with these settings: skipped "
+              "(--force regrades them)")
+    jobs = min(args.jobs or os.cpu_count() or 1, len(todo)) or 1
+    parallel.serialise_gradebook(course / ".gradebook.lock")
+
+    def record(student: str, reason: str | None, repaired: list[str], seconds: float) -> None:
         if reason:
             _zero(api, args.assignment, student)
-        repaired = [text for (a, s, _), notes in REPAIRS.items() if (a, s) == (args.assignment, student)
-                    for _, text in notes]
         if repaired and not reason:
             reason = "repaired before grading: " + "; ".join(repaired)
         score, max_score = _score(api, args.assignment, student)
-        rows.append((student, score, max_score, reason or ""))
-    summary = Path(api.coursedir.root) / f"autograde-{args.assignment}.csv"
+        journal.record(student, stamps[student], score=score, max_score=max_score, problem=reason or "",
+                       seconds=round(seconds, 2))
+
+    bar = tqdm(total=len(todo), desc=f"autograde {args.assignment} on {args.device} ({jobs} at once)",
+               unit="submission")
+    if jobs == 1:
+        for student in todo:
+            start = time.perf_counter()
+            record(student, *grade_one(api, args.assignment, student), time.perf_counter() - start)
+            bar.update()
+    elif todo:
+        grader = SandboxGrade(config=api.config)  # the reference runs once, here, for every worker
+        with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
+            notebooks = [nb.name for nb in gb.find_assignment(args.assignment).notebooks]
+        for name in notebooks:
+            grader.reference(args.assignment, name)
+        overrides = {"SandboxGrade": {k: getattr(grader, k) for k in
+                                      ("device", "seed", "call_timeout", "cell_timeout", "sandbox")}}
+        context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=parallel.init_worker,
+                                 initargs=(course, overrides, dict(_REFERENCE_CACHE))) as pool:
+            for future in as_completed([pool.submit(parallel.grade_in_worker, args.assignment, s)
+                                        for s in todo]):
+                student, reason, repaired, seconds = future.result()
+                record(student, reason, repaired, seconds)
+                bar.update()
+    bar.close()
+    rows = [(s, e["score"], e["max_score"], e["problem"], e["seconds"])
+            for s in students for e in [journal.done[s]]]
+    summary = course / f"autograde-{args.assignment}.csv"
     with summary.open("w", newline="") as f:
-        csv.writer(f).writerows([("student", "score", "max_score", "problem"), *rows])
+        csv.writer(f).writerows([("student", "score", "max_score", "problem", "seconds"), *rows])
     width = max(len(s) for s, *_ in rows)
-    for student, score, max_score, reason in rows:
+    for student, score, max_score, reason, _ in rows:
         print(f"{student:<{width}}  {score:6.2f} / {max_score:g}  {reason}")
     print(f"summary written to {summary}")
 
@@ -245,6 +301,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden random inputs")
     p.add_argument("--student", nargs="*", help="grade only these students")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="submissions graded at once (default: one per CPU core)")
+    p.add_argument("--force", action="store_true",
+                   help="regrade submissions this run's journal lists as already graded")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds one hidden-test call may run (a notebook cell gets twice that)")
     p.add_argument("--no-sandbox", action="store_true",
