@@ -184,6 +184,8 @@ def autograde(api: NbGraderAPI, args) -> None:
                                 "sandbox": not args.no_sandbox})
     stamps = {s: _stamp(root, s, args.assignment) for s in students}
     todo = [s for s in students if args.force or not journal.graded(s, stamps[s])]
+    if args.force:
+        journal.forget(todo)
     if len(todo) < len(students):
         print(f"{len(students) - len(todo)} submissions already graded with these settings: skipped "
               "(--force regrades them)")

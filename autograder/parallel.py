@@ -109,6 +109,14 @@ class Journal:
         entry = self.done.get(student)
         return entry if entry and entry["stamp"] == stamp and entry["settings"] == self.settings else None
 
+    def forget(self, students: list[str]) -> None:
+        """Drop these students (``--force``), so that a run killed now regrades them when resumed."""
+        for student in students:
+            self.done.pop(student, None)
+        partial = self.path.with_suffix(".tmp")
+        partial.write_text("".join(json.dumps(e) + "\n" for e in self.done.values()))
+        partial.replace(self.path)
+
     def record(self, student: str, stamp: str, **row) -> None:
         entry = {"student": student, "stamp": stamp, "settings": self.settings, **row}
         self.done[student] = entry

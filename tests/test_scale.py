@@ -4,13 +4,17 @@ resumable grading. One small class of Chapter-1 submissions is graded a few ways
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+from nbgrader.api import Gradebook
 
 from conftest import ASSIGNMENT, ROOT, grade_class, make_submission, run_cli
 from test_grading import LOOP, OFF_BY_ONE
@@ -46,7 +50,7 @@ def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
         "offloop": make_submission(course, replace={"one_hot": OFF_BY_ONE, "cosine_similarity_matrix": LOOP}),
     }
     return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"),
-                       "--timeout", "3")
+                       "--timeout", "3", "--jobs", "1")
 
 
 def test_report_counts_scores_common_mistakes_and_problems(course, graded):
@@ -64,3 +68,44 @@ def test_report_counts_scores_common_mistakes_and_problems(course, graded):
         rows = {row["student"]: row for row in csv.DictReader(f)}
     assert {s: float(r["score"]) for s, r in rows.items()} == {s: r["score"] for s, r in graded.items()}
     assert float(rows["offbyone"]["test_one_hot"]) < float(rows["ada"]["test_one_hot"])
+
+
+def test_two_jobs_give_exactly_the_scores_and_reports_of_one(course, graded, tmp_path):
+    again = grade_class(course, ASSIGNMENT, {}, tmp_path, "--student", *graded, "--timeout", "3",
+                        "--jobs", "2", "--force")
+    assert {s: (r["score"], r["problem"], r["report"]) for s, r in again.items()} == \
+           {s: (r["score"], r["problem"], r["report"]) for s, r in graded.items()}
+    assert all(float(r["seconds"]) > 0 for r in again.values())
+
+
+def test_a_killed_run_resumes_without_losing_or_duplicating_scores(course, graded):
+    journal = course / f".autograde-{ASSIGNMENT}.jsonl"
+    command = [sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--course", str(course),
+               "--student", *graded, "--timeout", "3", "--jobs", "2", "--force"]
+    journal.unlink()
+    run = subprocess.Popen(command, cwd=course, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().strip()):
+        time.sleep(0.2)
+    assert run.poll() is None, "the run finished before it could be killed"
+    processes = psutil.Process(run.pid).children(recursive=True)  # workers, bwrap, kernels
+    assert len(processes) >= 2
+    run.kill()
+    run.wait()
+    _, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, f"outlived the run: {[p.cmdline() for p in alive]}"
+    recorded = {json.loads(line)["student"] for line in journal.read_text().splitlines()}
+    assert 1 <= len(recorded) < len(graded), recorded
+
+    result = run_cli(course, "autograde", ASSIGNMENT, "--student", *graded, "--timeout", "3", "--jobs", "2")
+    assert f"{len(recorded)} submissions already graded" in result.stdout, result.stdout
+    with open(course / f"autograde-{ASSIGNMENT}.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["student"] for r in rows) == sorted(graded)
+    assert {r["student"]: float(r["score"]) for r in rows} == {s: r["score"] for s, r in graded.items()}
+    entries = [json.loads(line)["student"] for line in journal.read_text().splitlines()]
+    assert sorted(entries) == sorted(graded), entries  # each graded once after the kill
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "one-hot-to-kv-cache") as gb:
+        submissions = gb.assignment_submissions(ASSIGNMENT)
+        assert sorted(s.student.id for s in submissions) == sorted(graded)
+        assert {s.student.id: s.score for s in submissions} == {s: r["score"] for s, r in graded.items()}
