@@ -101,7 +101,10 @@ def _zero(api: NbGraderAPI, assignment: str, student: str) -> None:
         # nbgrader's own add_submission trips SQLAlchemy's autoflush warning; the rows are right
         warnings.simplefilter("ignore", SAWarning)
         gb.update_or_create_student(student)
-        submission = gb.update_or_create_submission(assignment, student)
+        # handed in, even if unreadable: the submission keeps the time collect recorded
+        stamp = api.coursedir.get_existing_timestamp(
+            api.coursedir.format_path(api.coursedir.submitted_directory, student, assignment))
+        submission = gb.update_or_create_submission(assignment, student, **({"timestamp": stamp} if stamp else {}))
         for notebook in submission.notebooks:
             for g in notebook.grades:
                 g.auto_score, g.needs_manual_grade = 0, False
