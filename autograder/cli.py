@@ -2,9 +2,10 @@
 
     python -m autograder generate  ASSIGNMENT              # solutions/ -> exercises/ (+ gradebook)
     python -m autograder collect   ASSIGNMENT FOLDER       # FOLDER/<student>.ipynb -> submitted/
-    python -m autograder autograde ASSIGNMENT [--device D] # submitted/ -> autograded/ + gradebook
+    python -m autograder autograde ASSIGNMENT [--jobs N]   # submitted/ -> autograded/ + gradebook
     python -m autograder feedback  ASSIGNMENT              # autograded/ -> feedback/ (HTML)
     python -m autograder export    [--to grades.csv]       # gradebook -> CSV
+    python -m autograder report    ASSIGNMENT              # gradebook + reports -> HTML page + CSV
     python -m autograder doctor    [--device D]            # can this machine grade safely?
 
 Each step is nbgrader's own (same folders, same gradebook, same formgrader); ``autograde``
@@ -17,11 +18,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import sys
+import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,8 +38,8 @@ from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
 from traitlets.config import PyFileConfigLoader
 
-from . import sandbox
-from .nbgrader_plugin import REPAIRS
+from . import parallel, sandbox
+from .nbgrader_plugin import _REFERENCE_CACHE, REPAIRS, SandboxGrade
 
 
 def _api(course: Path, **overrides) -> NbGraderAPI:
@@ -97,7 +101,10 @@ def _zero(api: NbGraderAPI, assignment: str, student: str) -> None:
         # nbgrader's own add_submission trips SQLAlchemy's autoflush warning; the rows are right
         warnings.simplefilter("ignore", SAWarning)
         gb.update_or_create_student(student)
-        submission = gb.update_or_create_submission(assignment, student)
+        # handed in, even if unreadable: the submission keeps the time collect recorded
+        stamp = api.coursedir.get_existing_timestamp(
+            api.coursedir.format_path(api.coursedir.submitted_directory, student, assignment))
+        submission = gb.update_or_create_submission(assignment, student, **({"timestamp": stamp} if stamp else {}))
         for notebook in submission.notebooks:
             for g in notebook.grades:
                 g.auto_score, g.needs_manual_grade = 0, False
@@ -139,6 +146,27 @@ def _failure(result: dict) -> str:
     return f"{words} ({line}); grade it by hand or send it to the course's developers"
 
 
+def grade_one(api: NbGraderAPI, assignment: str, student: str) -> tuple[str | None, list[str]]:
+    """nbgrader's autograde of one submission: (why it scores zero or None, the editor repairs)."""
+    root = Path(api.coursedir.root) / api.coursedir.submitted_directory
+    reason = _unreadable(root / student / assignment)
+    if reason is None:
+        result = api.autograde(assignment, student)
+        if not result["success"]:
+            reason = f"the autograder could not run this submission: {_failure(result)}"
+    repaired = [text for (a, s, _), notes in REPAIRS.items() if (a, s) == (assignment, student)
+                for _, text in notes]
+    return reason, repaired
+
+
+def _stamp(root: Path, student: str, assignment: str) -> str:
+    """What identifies a hand-in: the timestamp collect wrote and the notebooks' sizes and mtimes."""
+    folder = root / student / assignment
+    files = sorted(folder.glob("*.ipynb"))
+    stamp = (folder / "timestamp.txt").read_text() if (folder / "timestamp.txt").exists() else ""
+    return stamp + "".join(f"|{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+
 def autograde(api: NbGraderAPI, args) -> None:
     root, students = _students(api, api.coursedir.submitted_directory, args.assignment)
     if args.student:
@@ -153,28 +181,62 @@ def autograde(api: NbGraderAPI, args) -> None:
         print("WARNING: --no-sandbox: student code runs with resource limits only and can read and "
               "change every file this user can (the reference, the gradebook, the course's config).",
               file=sys.stderr)
-    rows = []
-    for student in tqdm(students, desc=f"autograde {args.assignment} on {args.device}", unit="submission"):
-        reason = _unreadable(root / student / args.assignment)
-        if reason is None:
-            result = api.autograde(args.assignment, student)
-            if not result["success"]:
-                reason = f"the autograder could not run this submission: {_failure(result)}"
+    course = Path(api.coursedir.root)
+    journal = parallel.Journal(course / f".autograde-{args.assignment}.jsonl",
+                               {"device": args.device, "seed": args.seed, "timeout": args.timeout,
+                                "sandbox": not args.no_sandbox})
+    stamps = {s: _stamp(root, s, args.assignment) for s in students}
+    todo = [s for s in students if args.force or not journal.graded(s, stamps[s])]
+    if args.force:
+        journal.forget(todo)
+    if len(todo) < len(students):
+        print(f"{len(students) - len(todo)} submissions already graded with these settings: skipped "
+              "(--force regrades them)")
+    jobs = min(args.jobs or os.cpu_count() or 1, len(todo)) or 1
+    parallel.serialise_gradebook(course / ".gradebook.lock")
+
+    def record(student: str, reason: str | None, repaired: list[str], seconds: float) -> None:
         if reason:
             _zero(api, args.assignment, student)
-        repaired = [text for (a, s, _), notes in REPAIRS.items() if (a, s) == (args.assignment, student)
-                    for _, text in notes]
         if repaired and not reason:
             reason = "repaired before grading: " + "; ".join(repaired)
         score, max_score = _score(api, args.assignment, student)
-        rows.append((student, score, max_score, reason or ""))
-    report = Path(api.coursedir.root) / f"autograde-{args.assignment}.csv"
-    with report.open("w", newline="") as f:
-        csv.writer(f).writerows([("student", "score", "max_score", "problem"), *rows])
+        journal.record(student, stamps[student], score=score, max_score=max_score, problem=reason or "",
+                       seconds=round(seconds, 2))
+
+    bar = tqdm(total=len(todo), desc=f"autograde {args.assignment} on {args.device} ({jobs} at once)",
+               unit="submission")
+    if jobs == 1:
+        for student in todo:
+            start = time.perf_counter()
+            record(student, *grade_one(api, args.assignment, student), time.perf_counter() - start)
+            bar.update()
+    elif todo:
+        grader = SandboxGrade(config=api.config)  # the reference runs once, here, for every worker
+        with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
+            notebooks = [nb.name for nb in gb.find_assignment(args.assignment).notebooks]
+        for name in notebooks:
+            grader.reference(args.assignment, name)
+        overrides = {"SandboxGrade": {k: getattr(grader, k) for k in
+                                      ("device", "seed", "call_timeout", "cell_timeout", "sandbox")}}
+        context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=parallel.init_worker,
+                                 initargs=(course, overrides, dict(_REFERENCE_CACHE))) as pool:
+            for future in as_completed([pool.submit(parallel.grade_in_worker, args.assignment, s)
+                                        for s in todo]):
+                student, reason, repaired, seconds = future.result()
+                record(student, reason, repaired, seconds)
+                bar.update()
+    bar.close()
+    rows = [(s, e["score"], e["max_score"], e["problem"], e["seconds"])
+            for s in students for e in [journal.done[s]]]
+    summary = course / f"autograde-{args.assignment}.csv"
+    with summary.open("w", newline="") as f:
+        csv.writer(f).writerows([("student", "score", "max_score", "problem", "seconds"), *rows])
     width = max(len(s) for s, *_ in rows)
-    for student, score, max_score, reason in rows:
+    for student, score, max_score, reason, _ in rows:
         print(f"{student:<{width}}  {score:6.2f} / {max_score:g}  {reason}")
-    print(f"summary written to {report}")
+    print(f"summary written to {summary}")
 
 
 def feedback(api: NbGraderAPI, args) -> None:
@@ -190,6 +252,14 @@ def export(api: NbGraderAPI, args) -> None:
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
         plugin.export(gb)
     print(f"grades written to {plugin.to}")
+
+
+def report(api: NbGraderAPI, args) -> None:
+    from .report import build  # noqa: PLC0415 (matplotlib only for this step)
+
+    page, table = build(Path(api.coursedir.root), api.coursedir.db_url, api.coursedir.course_id,
+                        args.assignment, Path(api.coursedir.root) / api.coursedir.autograded_directory)
+    print(f"report written to {page} and {table}")
 
 
 def doctor(args) -> None:
@@ -236,6 +306,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden random inputs")
     p.add_argument("--student", nargs="*", help="grade only these students")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="submissions graded at once (default: one per CPU core)")
+    p.add_argument("--force", action="store_true",
+                   help="regrade submissions this run's journal lists as already graded")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds one hidden-test call may run (a notebook cell gets twice that)")
     p.add_argument("--no-sandbox", action="store_true",
@@ -245,8 +319,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("assignment")
     p = steps.add_parser("export", help="export all grades to CSV")
     p.add_argument("--to", default="grades.csv")
+    p = steps.add_parser("report", help="write an HTML report (and a CSV) on a graded assignment")
+    p.add_argument("assignment")
     p = steps.add_parser("doctor", help="check that this machine can grade safely (sandbox, limits, GPU)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: also check the GPU inside the sandbox")
+    for sub in steps.choices.values():  # `autograde 01-tokens --course DIR` works too
+        sub.add_argument("--course", type=Path, default=argparse.SUPPRESS,
+                         help="course directory (also accepted before the command)")
     args = parser.parse_args(argv)
     if args.step == "doctor":
         return doctor(args)
@@ -261,4 +340,4 @@ def main(argv: list[str] | None = None) -> None:
                  if args.step == "autograde" else {})
     api = _api(course, **overrides)
     {"generate": generate, "collect": collect, "autograde": autograde,
-     "feedback": feedback, "export": export}[args.step](api, args)
+     "feedback": feedback, "export": export, "report": report}[args.step](api, args)

@@ -60,29 +60,39 @@ class SandboxGrade(NbGraderPreprocessor):
     sandbox = Bool(True, help="Run kernels in the bubblewrap sandbox; False (--no-sandbox) lets student "
                               "code read and write every file the grader's user can").tag(config=True)
 
+    def limits(self) -> Limits:
+        return Limits(cell_timeout=self.cell_timeout, call_timeout=self.call_timeout,
+                      memory_mb=self.memory_mb, sandbox=self.sandbox)
+
+    def reference(self, assignment: str, notebook: str) -> tuple:
+        """(checks module, reference results) of one notebook: computed once per process, or
+        handed in by ``autograde --jobs``'s parent through ``_REFERENCE_CACHE``."""
+        coursedir = CourseDirectory(config=self.config)
+        source = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
+        reference_path = source / f"{notebook}.ipynb"
+        reference = nbformat.read(reference_path, as_version=4)
+        tests = importlib.import_module(reference.metadata["autograder"]["tests"])
+        key = (str(reference_path.resolve()), reference_path.stat().st_mtime_ns, self.device, self.seed)
+        if key not in _REFERENCE_CACHE:
+            _REFERENCE_CACHE[key] = reference_results(reference, tests, device=self.device, seed=self.seed,
+                                                      limits=self.limits(), files=_data_files(source))
+        return tests, _REFERENCE_CACHE[key]
+
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict):
         info = resources["nbgrader"]
         coursedir = CourseDirectory(config=self.config)
-        source = Path(coursedir.format_path(coursedir.source_directory, ".", info["assignment"]))
-        reference_path = source / f"{info['notebook']}.ipynb"
-        reference = nbformat.read(reference_path, as_version=4)
-        tests = importlib.import_module(reference.metadata["autograder"]["tests"])
         if self.sandbox and (problem := sandbox_problem(self.device.split(":")[0])):
             raise RuntimeError(f"refusing to grade without the sandbox: {problem}")
-        limits = Limits(cell_timeout=self.cell_timeout, call_timeout=self.call_timeout,
-                        memory_mb=self.memory_mb, sandbox=self.sandbox)
+        tests, expected = self.reference(info["assignment"], info["notebook"])
+        limits = self.limits()
         release = Path(coursedir.format_path(coursedir.release_directory, ".", info["assignment"]))
 
-        key = (str(reference_path.resolve()), reference_path.stat().st_mtime_ns, self.device, self.seed)
-        if key not in _REFERENCE_CACHE:
-            _REFERENCE_CACHE[key] = reference_results(reference, tests, device=self.device,
-                                                      seed=self.seed, limits=limits, files=_data_files(source))
         test_cells = [c for c in nb.cells if is_test_cell(c)]
         missing = [c.metadata.nbgrader["grade_id"] for c in test_cells
                    if c.metadata.nbgrader["grade_id"] not in tests.CASES]
         if missing:
             raise ValueError(f"{tests.__name__} has no hidden cases for test cells {missing}")
-        reports = grade(nb, tests, _REFERENCE_CACHE[key], cell_points(nb), device=self.device,
+        reports = grade(nb, tests, expected, cell_points(nb), device=self.device,
                         seed=self.seed, limits=limits, files=_data_files(release))
 
         notes = REPAIRS.get(_key(resources), [])

@@ -1,0 +1,154 @@
+"""The instructor's report on one graded assignment: one HTML page and a CSV.
+
+Read after ``autograde``: how the scores spread, which exercises the class failed, the failure
+messages and hints most students hit (the common mistakes to address in class), the submissions
+that timed out, crashed or needed an editor repair, and the slowest ones. Everything comes from
+the gradebook, the summary CSV of ``autograde`` and the reports written into the graded notebooks.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import re
+from collections import Counter
+from pathlib import Path
+
+import nbformat
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+from nbgrader.api import Gradebook
+
+# what a problem looks like in a report, and its name in the page
+PROBLEMS = {
+    "timeout": re.compile(r"did not finish within"),
+    "crash": re.compile(r"crashed the kernel|kernel had already crashed"),
+    "editor repair": re.compile(r"Repaired before grading|repaired before grading"),
+    "unreadable": re.compile(r"not a valid notebook|could not be read as a notebook|could not run this submission"),
+}
+
+
+def _reports(notebook: Path) -> dict[str, str]:
+    """grade_id → the report the grader wrote into that test cell."""
+    nb = nbformat.read(notebook, as_version=4)
+    return {c.metadata.nbgrader["grade_id"]: "".join(o.get("text", "") for o in c.get("outputs", []))
+            for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
+            and not c.metadata.nbgrader.get("solution")}
+
+
+def failures(report: str) -> list[tuple[str, list[str]]]:
+    """(headline, hints) of each failed check in one cell's report; numbers in the headline become
+    '#' so that the same mistake on different inputs counts once."""
+    found = []
+    for block in re.split(r"^✗ ", report, flags=re.MULTILINE)[1:]:
+        lines = [ln.strip() for ln in block.splitlines()]
+        headline = lines[0].split(": ", 1)[-1]  # drop the labels of the failed cases
+        headline = re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "#", headline)[:200]
+        found.append((headline, [ln.removeprefix("Hint: ") for ln in lines if ln.startswith("Hint: ")]))
+    return found
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _table(header: list[str], rows: list) -> str:
+    cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{cells}</tr>{body}</table>" if rows else "<p>none</p>"
+
+
+def build(course: Path, db_url: str, course_id: str, assignment: str, autograded: Path,
+          top: int = 10) -> tuple[Path, Path]:
+    """Write ``report-ASSIGNMENT.html`` and ``report-ASSIGNMENT.csv`` into ``course``."""
+    summary_path = course / f"autograde-{assignment}.csv"
+    summary = {}
+    if summary_path.exists():
+        with summary_path.open() as f:
+            summary = {row["student"]: row for row in csv.DictReader(f)}
+    students, exercises = {}, {}  # student -> row; grade_id -> max score
+    with Gradebook(db_url, course_id) as gb:
+        for submission in gb.assignment_submissions(assignment):
+            row = {"score": submission.score, "max_score": submission.max_score, "cells": {}}
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    row["cells"][grade.name] = grade.score
+                    exercises[grade.name] = grade.max_score
+            students[submission.student.id] = row
+    if not students:
+        raise SystemExit(f"no graded submissions of {assignment}: run autograde first")
+
+    messages, hints = Counter(), Counter()  # (exercise, text) -> number of students
+    for student, row in students.items():
+        texts = {}
+        for notebook in sorted((autograded / student / assignment).glob("*.ipynb")):
+            texts.update(_reports(notebook))
+        seen_m, seen_h = set(), set()
+        for gid, text in texts.items():
+            for headline, hint_list in failures(text):
+                seen_m.add((gid, headline))
+                seen_h.update((gid, h) for h in hint_list)
+        messages.update(seen_m)
+        hints.update(seen_h)
+        everything = "\n".join(texts.values()) + "\n" + summary.get(student, {}).get("problem", "")
+        row["problems"] = [name for name, pattern in PROBLEMS.items() if pattern.search(everything)]
+        seconds = summary.get(student, {}).get("seconds")
+        row["seconds"] = float(seconds) if seconds else None
+
+    names = sorted(exercises)
+    csv_path = course / f"report-{assignment}.csv"
+    with csv_path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["student", "score", "max_score", *names, "problems", "seconds"])
+        for student, row in sorted(students.items()):
+            out.writerow([student, f"{row['score']:g}", f"{row['max_score']:g}",
+                          *(f"{row['cells'].get(n, 0):g}" for n in names),
+                          "; ".join(row["problems"]), "" if row["seconds"] is None else f"{row['seconds']:.1f}"])
+
+    max_score = max(r["max_score"] for r in students.values())
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
+    ax.hist([r["score"] for r in students.values()], bins=min(20, max(5, int(max_score) * 2)),
+            range=(0, max_score), color="#4477aa", edgecolor="white")
+    ax.set(xlabel="score", ylabel="students", title=f"{assignment}: scores of {len(students)} submissions")
+    histogram = _png(fig)
+    passed = {n: sum(r["cells"].get(n, 0) >= exercises[n] for r in students.values()) for n in names}
+    fig = Figure(figsize=(6, 0.4 * len(names) + 1))
+    ax = fig.subplots()
+    ax.barh(names, [100 * passed[n] / len(students) for n in names], color="#228833")
+    ax.set(xlabel="% of students with full marks", xlim=(0, 100), title="exercises")
+    ax.invert_yaxis()
+    rates = _png(fig)
+
+    troubled = sorted((s, ", ".join(r["problems"])) for s, r in students.items() if r["problems"])
+    timed = sorted(((s, r["seconds"]) for s, r in students.items() if r["seconds"] is not None),
+                   key=lambda x: -x[1])[:top]
+    scores = [r["score"] for r in students.values()]
+    page = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(assignment)}: grading report</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}}</style></head><body>
+<h1>{html.escape(assignment)}: grading report</h1>
+<p id="counts">{len(students)} submissions; mean score {sum(scores) / len(scores):.2f} of {max_score:g};
+{sum(s >= max_score for s in scores)} with full marks; {len(troubled)} with a problem.</p>
+<h2>Scores</h2><img alt="Histogram of the scores" src="{histogram}">
+<h2>Exercises</h2><img alt="Share of students with full marks on each exercise" src="{rates}">
+{_table(["exercise", "students with full marks", "mean score", "max"],
+        [(n, f"{passed[n]} of {len(students)}",
+          f"{sum(r['cells'].get(n, 0) for r in students.values()) / len(students):.2f}", f"{exercises[n]:g}")
+         for n in names])}
+<h2>Most common hints</h2>
+{_table(["exercise", "hint", "students"], [(g, t, c) for (g, t), c in hints.most_common(top)])}
+<h2>Most common failure messages</h2>
+{_table(["exercise", "message (numbers shown as #)", "students"], [(g, t, c) for (g, t), c in messages.most_common(top)])}
+<h2>Submissions with a timeout, crash, repair or unreadable file</h2>
+{_table(["student", "problems"], troubled)}
+<h2>Slowest submissions</h2>
+{_table(["student", "seconds to grade"], [(s, f"{t:.1f}") for s, t in timed])}
+</body></html>
+"""
+    html_path = course / f"report-{assignment}.html"
+    html_path.write_text(page)
+    return html_path, csv_path

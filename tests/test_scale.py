@@ -1,0 +1,111 @@
+"""Grading a class at scale: options where people type them, the instructor report, parallel and
+resumable grading. One small class of Chapter-1 submissions is graded a few ways."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from nbgrader.api import Gradebook
+
+from conftest import ASSIGNMENT, ROOT, grade_class, make_submission, run_cli
+from test_grading import LOOP, OFF_BY_ONE
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A course with Chapter 1 only (generating every chapter would dominate these tests)."""
+    course = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, course / "solutions" / ASSIGNMENT)
+    run_cli(course, "generate", ASSIGNMENT)
+    return course
+
+
+def test_course_is_accepted_after_the_command(course, tmp_path):
+    out = tmp_path / "grades.csv"
+    result = subprocess.run([sys.executable, "-m", "autograder", "export", "--to", str(out),
+                             "--course", str(course)], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().startswith("assignment,"), out.read_text()[:200]
+
+
+@pytest.fixture(scope="module")
+def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
+    """Four students: the reference, an untouched notebook, and the off-by-one one-hot mistake
+    twice (once with an endless loop in another exercise): the class's planted common mistake."""
+    submissions = {
+        "ada": make_submission(course),
+        "blank": make_submission(course, solved=False),
+        "offbyone": make_submission(course, replace={"one_hot": OFF_BY_ONE}),
+        "offloop": make_submission(course, replace={"one_hot": OFF_BY_ONE, "cosine_similarity_matrix": LOOP}),
+    }
+    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"),
+                       "--timeout", "3", "--jobs", "1")
+
+
+def test_report_counts_scores_common_mistakes_and_problems(course, graded):
+    assert graded["ada"]["score"] == 10.0 and graded["blank"]["score"] == 0.0
+    run_cli(course, "report", ASSIGNMENT)
+    page = (course / f"report-{ASSIGNMENT}.html").read_text()
+    counts = re.search(r'<p id="counts">(.*?)</p>', page, re.DOTALL).group(1)
+    assert counts.startswith("4 submissions;") and "1 with full marks" in counts, counts
+    assert page.count('src="data:image/png;base64,') == 2
+    hints = re.search(r"<h2>Most common hints</h2>\s*<table>.*?</tr><tr>(.*?)</tr>", page, re.DOTALL).group(1)
+    assert "test_one_hot" in hints and "shift the indices by one" in hints and hints.endswith("<td>2</td>"), hints
+    troubled = re.search(r"timeout, crash, repair.*?</h2>(.*?)<h2>", page, re.DOTALL).group(1)
+    assert "<td>offloop</td><td>timeout</td>" in troubled and "ada" not in troubled, troubled
+    with open(course / f"report-{ASSIGNMENT}.csv") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    assert {s: float(r["score"]) for s, r in rows.items()} == {s: r["score"] for s, r in graded.items()}
+    assert float(rows["offbyone"]["test_one_hot"]) < float(rows["ada"]["test_one_hot"])
+
+
+def test_two_jobs_give_exactly_the_scores_and_reports_of_one(course, graded, tmp_path):
+    again = grade_class(course, ASSIGNMENT, {}, tmp_path, "--student", *graded, "--timeout", "3",
+                        "--jobs", "2", "--force")
+    assert {s: (r["score"], r["problem"], r["report"]) for s, r in again.items()} == \
+           {s: (r["score"], r["problem"], r["report"]) for s, r in graded.items()}
+    assert all(float(r["seconds"]) > 0 for r in again.values())
+
+
+def test_a_killed_run_resumes_without_losing_or_duplicating_scores(course, graded):
+    journal = course / f".autograde-{ASSIGNMENT}.jsonl"
+    command = [sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--course", str(course),
+               "--student", *graded, "--timeout", "3", "--jobs", "2", "--force"]
+    journal.unlink()
+    run = subprocess.Popen(command, cwd=course, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().strip()):
+        time.sleep(0.2)
+    assert run.poll() is None, "the run finished before it could be killed"
+    processes = psutil.Process(run.pid).children(recursive=True)  # workers, bwrap, kernels
+    assert len(processes) >= 2
+    run.kill()
+    run.wait()
+    _, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, f"outlived the run: {[p.cmdline() for p in alive]}"
+    recorded = {json.loads(line)["student"] for line in journal.read_text().splitlines()}
+    assert 1 <= len(recorded) < len(graded), recorded
+
+    result = run_cli(course, "autograde", ASSIGNMENT, "--student", *graded, "--timeout", "3", "--jobs", "2")
+    assert f"{len(recorded)} submissions already graded" in result.stdout, result.stdout
+    with open(course / f"autograde-{ASSIGNMENT}.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["student"] for r in rows) == sorted(graded)
+    assert {r["student"]: float(r["score"]) for r in rows} == {s: r["score"] for s, r in graded.items()}
+    entries = [json.loads(line)["student"] for line in journal.read_text().splitlines()]
+    assert sorted(entries) == sorted(graded), entries  # each graded once after the kill
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "one-hot-to-kv-cache") as gb:
+        submissions = gb.assignment_submissions(ASSIGNMENT)
+        assert sorted(s.student.id for s in submissions) == sorted(graded)
+        assert {s.student.id: s.score for s in submissions} == {s: r["score"] for s, r in graded.items()}
