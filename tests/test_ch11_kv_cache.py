@@ -249,6 +249,14 @@ def test_reviewed_mistakes_get_their_own_hint(reference, source):
     assert any("Hint:" in m for m in failed) and not any(wrong in m for m in failed), failed
 
 
+def test_complete_that_ignores_use_cache_is_told(reference):
+    ignores = DEFAULTS_ONLY.replace("use_cache=use_cache)", "temperature=temperature, seed=seed)")
+    assert ignores != DEFAULTS_ONLY
+    with pytest.raises(CheckFailed) as failure:
+        CHECKS["test_complete"](_with(reference, ignores))
+    assert "pass use_cache on to generate" in str(failure.value), str(failure.value)
+
+
 def test_memory_formula_matches_the_cache_buffers(reference):
     """2 · layers · kv_heads · d_head · tokens · bytes, against the nbytes of real caches."""
     layers, kv_heads, d_head, tokens = 3, 2, 16, 40

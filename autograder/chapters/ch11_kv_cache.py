@@ -582,6 +582,8 @@ CAPSTONE_UNCACHED = Hint(
     lambda got, exp, args: _both(got) is not None and _both(exp) is not None and got[1] != exp[1])
 CAPSTONE_IGNORES = ("at temperature 0.8 your text is the greedy text: pass temperature and seed on "
                     "to generate (and use_cache too).")  # public check only: it knows the greedy text
+CAPSTONE_USE_CACHE = ("pass use_cache on to generate: complete(..., use_cache=False) must generate "
+                      "without the cache, or the comparison of the two compares the cache with itself.")
 CAPSTONE_HINTS = (CAPSTONE_DIFFER, CAPSTONE_UNCACHED)
 
 
@@ -592,11 +594,15 @@ def check_complete(complete: Callable) -> None:
         texts = {}
         for use_cache in (True, False):
             shown = f"complete({prompt!r}, {n}, temperature={temperature}, seed={seed}, use_cache={use_cache})"
-            texts[use_cache] = _call(complete, shown, prompt, n, temperature, seed, use_cache)
+            result = _call(traced, shown, complete, prompt, n, temperature, seed, use_cache)
+            texts[use_cache] = result["tokens"]
             if not isinstance(texts[use_cache], str) or len(texts[use_cache]) != len(prompt) + n \
                     or not texts[use_cache].startswith(prompt):
                 raise CheckFailed(f"{shown} returned {texts[use_cache]!r:.120}: expected a string of "
                                   f"{len(prompt) + n} characters starting with the prompt.")
+            if any(cached for _, _, cached in result["calls"]) != use_cache:
+                raise CheckFailed(f"{shown}: gpt_forward was called {'without' if use_cache else 'with'} "
+                                  f"caches.\nHint: {CAPSTONE_USE_CACHE}")
         expect(texts[True], texts[False], f"complete({prompt!r}, {n}, temperature={temperature}) with "
                "the cache, compared with the same call without it", [CAPSTONE_DIFFER.text])
         print(f"--- {prompt!r}, temperature {temperature}, seed {seed} (cached == uncached):\n"
