@@ -15,6 +15,7 @@ from nbclient import NotebookClient
 
 from autograder.chapters import ch11_kv_cache as checks
 from autograder.spec import CheckFailed
+from autograder.grading import _inputs
 from conftest import ROOT, grade_class, make_submission, reference_namespace
 
 ASSIGNMENT = "11-kv-cache"
@@ -199,6 +200,61 @@ def test_public_checks_recognise_other_mistakes(reference, source, cell, words):
     with pytest.raises(CheckFailed) as failure:
         CHECKS[cell](_with(reference, source))
     assert words in str(failure.value), str(failure.value)
+
+
+# Mistakes found by a student-eye review: each public check names them, and so do the hidden
+# cases (judged here in-process, as the grader does), with no other mistake's hint.
+LIMITED_CACHE = NO_LIMIT_CACHE.replace("        end = self.length + k_new.shape[2]\n", (
+    "        end = self.length + k_new.shape[2]\n        if end > self.k.shape[2]:\n"
+    "            raise ValueError(f'max_len = {self.k.shape[2]} exceeded')\n"))
+NO_DTYPE_CACHE = LIMITED_CACHE.replace(", dtype=dtype, device=device)", ")")
+SLICED_EARLY_CACHE = LIMITED_CACHE.replace(
+    "        self.length = end\n        return self.k[:, :, :end], self.v[:, :, :end]",
+    "        old = self.k[:, :, :self.length], self.v[:, :, :self.length]\n        self.length = end\n"
+    "        return old")
+HEADS_MISSPLIT = APPENDED_TWICE.replace("        cache.append(k, v)\n", "").replace(
+    "t.view(B, T, n_head, C // n_head).transpose(1, 2)", "t.reshape(B, n_head, T, C // n_head)")
+RESEEDED = POSITIONS_STUCK.replace("torch.arange(1, device=prompt.device)", "torch.arange(t, t + 1, device=prompt.device)"
+                                   ).replace("sample_next(logits[:, -1], temperature, generator)",
+                                             "sample_next(logits[:, -1], temperature, torch.Generator().manual_seed(seed))")
+GQA_NO_ERROR = TILED_GQA.replace('    if H % H_kv:\n        raise ValueError("H must be a multiple of H_kv")\n', "").replace(
+    "k.repeat(1, H // H_kv, 1, 1), v.repeat(1, H // H_kv, 1, 1)",
+    "k.repeat_interleave(H // H_kv, 1), v.repeat_interleave(H // H_kv, 1)")
+REVIEWED = {  # source -> (graded cell, words of its hint: public check, hidden cases, a hint that must not show)
+    NO_DTYPE_CACHE: ("test_kv_cache", "dtype=dtype, device=device", "returned only the keys"),
+    SLICED_EARLY_CACHE: ("test_kv_cache", "after advancing self.length", "returned only the keys"),
+    HEADS_MISSPLIT: ("test_causal_self_attention", "split the heads", "aligns the triangle top-left"),
+    RESEEDED: ("test_generate", "make the generator once", "off-by-one"),
+    GQA_NO_ERROR: ("test_grouped_query_attention", "ValueError", "round-robin"),
+}
+
+
+@pytest.mark.parametrize("source", REVIEWED, ids=["no_dtype", "sliced_early", "heads", "reseeded", "gqa_error"])
+def test_reviewed_mistakes_get_their_own_hint(reference, source):
+    cell, words, wrong = REVIEWED[source]
+    student = _with(reference, source)
+    assert all(s != source for s in (NO_LIMIT_CACHE, LIMITED_CACHE, APPENDED_TWICE, POSITIONS_STUCK, TILED_GQA))
+    with pytest.raises(CheckFailed) as failure:
+        CHECKS[cell](student)
+    assert words in str(failure.value), str(failure.value)
+    messages = []
+    for (gid, i), args in _inputs(checks.CASES, 0).items():
+        if gid == cell:
+            case = checks.CASES[gid][i]
+            expected = eval(case.call, {**reference, "checks": checks})(*args)
+            got = eval(case.call, {**student, "checks": checks})(*args)
+            messages.append(case.judge(got, expected, args))
+    failed = [m for m in messages if m is not None]
+    assert failed and all(words in m for m in failed if "Hint:" in m), failed
+    assert any("Hint:" in m for m in failed) and not any(wrong in m for m in failed), failed
+
+
+def test_complete_that_ignores_use_cache_is_told(reference):
+    ignores = DEFAULTS_ONLY.replace("use_cache=use_cache)", "temperature=temperature, seed=seed)")
+    assert ignores != DEFAULTS_ONLY
+    with pytest.raises(CheckFailed) as failure:
+        CHECKS["test_complete"](_with(reference, ignores))
+    assert "pass use_cache on to generate" in str(failure.value), str(failure.value)
 
 
 def test_memory_formula_matches_the_cache_buffers(reference):

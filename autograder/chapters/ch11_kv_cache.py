@@ -69,13 +69,29 @@ def _appends(got: Any) -> list:
     return got["appended"] if isinstance(got, dict) and isinstance(got.get("appended"), list) else []
 
 
+def _returned_sizes(got: Any, chunks: list) -> list[tuple[int, int, int]]:
+    """(length before, T_new, positions returned) of every append that returned a tensor pair."""
+    lengths = got.get("length", []) if isinstance(got, dict) else []
+    return [(before, k.shape[2], r[0].shape[2]) for r, (k, _), before in zip(_appends(got), chunks, lengths)
+            if isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], torch.Tensor) and r[0].dim() == 4
+            and isinstance(before, int)]
+
+
 def _only_new_returned(got, exp, args):
-    """Each append returned just its own chunk, not everything so far."""
-    shape, chunks, _ = args
-    returned = _appends(got)
-    return len(returned) > 1 and all(
-        isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], torch.Tensor)
-        and r[0].shape[2] == k.shape[2] for r, (k, _) in zip(returned, chunks) if not isinstance(r, str))
+    """Each append returned just its own chunk, not everything so far (seen on a non-empty cache)."""
+    sizes = _returned_sizes(got, args[1])
+    return any(before > 0 for before, _, _ in sizes) and all(n == t for _, t, n in sizes)
+
+
+def _sliced_before_advance(got, exp, args):
+    """Each append returned the positions held *before* it: sliced before advancing self.length."""
+    sizes = _returned_sizes(got, args[1])
+    return bool(sizes) and all(n == before for before, _, n in sizes)
+
+
+def _wrong_dtype_or_device(got, exp, args):
+    return isinstance(got, dict) and isinstance(exp, dict) and isinstance(got.get("k"), tuple) \
+        and got["k"][1:] != exp["k"][1:]
 
 
 def _length_stuck(got, exp, args):
@@ -118,7 +134,14 @@ CACHE_CHANGED_ON_ERROR = Hint(
 CACHE_NOT_PREALLOCATED = Hint(
     "self.k and self.v must be allocated once, at full size (batch_size, n_kv_head, max_len, "
     "d_head), in __init__ (torch.zeros with the given dtype and device).", _not_preallocated)
-CACHE_HINTS = (CACHE_ONLY_NEW, CACHE_LENGTH_STUCK, CACHE_NO_LIMIT, CACHE_CHANGED_ON_ERROR,
+CACHE_SLICED_EARLY = Hint(
+    "append returned the positions held before this append: slice self.k[:, :, :self.length] "
+    "after advancing self.length by T_new, not before.", _sliced_before_advance)
+CACHE_DTYPE = Hint(
+    "the buffers do not have the requested dtype/device: create them with "
+    "torch.zeros(..., dtype=dtype, device=device) (writing float64 keys into a float32 buffer "
+    "silently rounds them).", _wrong_dtype_or_device)
+CACHE_HINTS = (CACHE_ONLY_NEW, CACHE_SLICED_EARLY, CACHE_DTYPE, CACHE_LENGTH_STUCK, CACHE_NO_LIMIT, CACHE_CHANGED_ON_ERROR,
                CACHE_NOT_PREALLOCATED)
 
 
@@ -139,7 +162,9 @@ def check_kv_cache(KVCache: Callable) -> None:
            ["2 (keys and values) · batch 1 · 1 head · 4 positions · d_head 2 · 4 bytes (float32)."])
     shown = "KVCache(1, 1, 4, 2).append(k2, 10 * k2) with k2 = [[[[1, 2], [3, 4]]]]"
     got = _call(cache.append, shown, k2, 10 * k2)
-    expect(got, (k2, 10 * k2), shown, ["the cache was empty: it now holds exactly these 2 positions."])
+    expect(got, (k2, 10 * k2), shown, ["the cache was empty: it now holds exactly these 2 positions."]
+           + ([CACHE_SLICED_EARLY.text] if isinstance(got, tuple) and len(got) == 2
+              and isinstance(got[0], torch.Tensor) and got[0].dim() == 4 and got[0].shape[2] == 0 else []))
     expect(cache.length, 2, "length after appending 2 positions", CACHE_LENGTH_STUCK.text.split("\n"))
     shown = "then .append(k1, 10 * k1) with k1 = [[[[5, 6]]]]"
     got = _call(cache.append, shown, k1, 10 * k1)
@@ -166,7 +191,8 @@ def check_kv_cache(KVCache: Callable) -> None:
         got = _call(cache.append, shown, k[:, :, :3], -k[:, :, :3])
         full = torch.cat([k, k[:, :, :3]], dim=2)
         expect(got, (full, -full), shown, ["float64 buffers on the requested device; the result is "
-                                           "their first 8 positions."])
+                                           "their first 8 positions."]
+               + ([CACHE_DTYPE.text] if (cache.k.dtype, cache.k.device.type) != (torch.float64, device) else []))
         expect(cache.k.nbytes + cache.v.nbytes, 2 * 2 * 3 * 8 * 4 * 8, shown + ": nbytes",
                ["2 · 2 · 3 · 8 · 4 values of 8 bytes (float64)."])
         count += 1
@@ -202,13 +228,25 @@ def _appended_twice(got, exp, args):
 
 
 def _first_chunk_only(got, exp, args):
-    """The first piece (no earlier tokens in the cache) is right, a later one is not."""
+    """The first piece (no earlier tokens in the cache, at least 2 of them, so that heads and
+    the causal mask are exercised) is right, a later one is not."""
     g, e = _pair(got), _pair(exp)
     chunks = args[-1]
-    if g is None or e is None or g[0].shape != e[0].shape or len(chunks) < 2:
+    if g is None or e is None or g[0].shape != e[0].shape or len(chunks) < 2 or chunks[0] < 2:
         return False
     first = chunks[0]
     return _close(g[0][:, :first], e[0][:, :first]) and not _close(g[0], e[0])
+
+
+def _first_piece_wrong(got, exp, args):
+    """Already the first piece (or the whole x without a cache), of 2 tokens or more, differs."""
+    chunks = args[-1]
+    g, e = (got, exp) if chunks is None else (_pair(got), _pair(exp))
+    g, e = (g, e) if chunks is None else (g and g[0], e and e[0])
+    if not (isinstance(g, torch.Tensor) and isinstance(e, torch.Tensor)) or g.shape != e.shape:
+        return False
+    first = e.shape[1] if chunks is None else chunks[0]
+    return first >= 2 and not _close(g[:, :first], e[:, :first])
 
 
 ATTN_APPENDED_TWICE = Hint(
@@ -219,7 +257,12 @@ ATTN_DECODE_MASK = Hint(
     "are the last T of L positions, so query i may see keys 0 … L - T + i. is_causal=True aligns "
     "the triangle top-left (a single decode query would see only key 0); use "
     "torch.ones(T, L, dtype=torch.bool).tril(L - T) as attn_mask.", _first_chunk_only)
-ATTN_HINTS = (ATTN_APPENDED_TWICE, ATTN_DECODE_MASK)
+ATTN_HEADS = Hint(
+    "even ordinary causal attention over an empty cache differs: split the heads with "
+    "q.view(B, T, n_head, d_head).transpose(1, 2) (not .view(B, n_head, T, d_head)), merge them "
+    "back with y.transpose(1, 2).reshape(B, T, C), and keep the q | k | v column order.",
+    _first_piece_wrong)
+ATTN_HINTS = (ATTN_APPENDED_TWICE, ATTN_DECODE_MASK, ATTN_HEADS)
 
 
 def _mha(x: torch.Tensor, weights: tuple, n_head: int) -> torch.Tensor:
@@ -255,7 +298,9 @@ def check_causal_self_attention(attention: Callable, KVCache: Callable) -> None:
         got = _call(attend, shown, attention, KVCache, x, weights, 2, None)
         _expect(got, expected, shown, "without a cache the result equals nn.MultiheadAttention "
                 "(in_proj_weight = c_attn_weight.T, out_proj.weight = c_proj_weight.T) with a causal "
-                "mask: check the q | k | v order of the columns and how heads are split and merged.")
+                "mask: check the q | k | v order of the columns, split the heads with .view(B, T, "
+                "n_head, d_head).transpose(1, 2) (not .view(B, n_head, T, d_head)) and merge them "
+                "back with .transpose(1, 2).reshape(B, T, C).")
         count += 1
         for chunks in ([5, 1, 1], [3, 4], [1] * 7, [7]):
             shown = f"the same x fed through one KVCache in pieces of {chunks} tokens"
@@ -330,6 +375,15 @@ def _generate_no_limit(got, exp, args):
         and not _raised(got.get("tokens"), "ValueError")
 
 
+def _reseeded(got, exp, args):
+    """Sampled: the first new token agrees, a later one not, with the reference's forward calls."""
+    g, e = (got.get("tokens") if isinstance(got, dict) else None), exp.get("tokens")
+    T0 = args[1].shape[1]
+    return args[4] != 0 and isinstance(g, torch.Tensor) and isinstance(e, torch.Tensor) \
+        and g.shape == e.shape and e.shape[1] > T0 + 1 and torch.equal(g[:, T0], e[:, T0]) \
+        and not torch.equal(g, e) and got.get("calls") == exp.get("calls")
+
+
 GEN_POSITIONS_STUCK = Hint(
     "the position ids are not advanced during decode: every decode call used the same positions. "
     "The token chosen at step t sits at position t (T0 for the first new token): pass "
@@ -348,7 +402,11 @@ GEN_NO_CACHE = Hint(
 GEN_NO_LIMIT = Hint(
     "prompt + new tokens beyond block_size must raise ValueError (naming block_size) before any "
     "work: there are no positions (and no cache room) past block_size.", _generate_no_limit)
-GEN_HINTS = (GEN_POSITIONS_STUCK, GEN_POSITIONS_DIFFER, GEN_REFEEDS, GEN_NO_CACHE, GEN_NO_LIMIT)
+GEN_RESEEDED = Hint(
+    "the first sampled token agrees but later ones do not: make the generator once, before the "
+    "loop, and pass that same generator to every sample_next (a generator made or re-seeded at "
+    "each step repeats the same random number); one sample_next call per new token.", _reseeded)
+GEN_HINTS = (GEN_RESEEDED, GEN_POSITIONS_STUCK, GEN_POSITIONS_DIFFER, GEN_REFEEDS, GEN_NO_CACHE, GEN_NO_LIMIT)
 
 
 def random_params(g: torch.Generator, vocab: int, n_layer: int, C: int, block_size: int,
@@ -423,6 +481,14 @@ def check_generate(generate: Callable) -> None:
                 "sample_next call per step, so are the draws."]
                + [h.text for h in GEN_HINTS if h.matches(runs[True], {}, (True,))])
         count += 1
+    uniform = dict(params, **{"transformer.wte.weight": torch.zeros(11, 8)})  # every logit 0
+    shown = "generate(<a model whose logits are all 0>, <(2, 4) prompt>, 12, n_head=2, temperature=1.0)"
+    tokens = _call(generate, shown, uniform, prompt, 12, 2, 1.0, 0)
+    if isinstance(tokens, torch.Tensor) and tokens.shape == (2, 16) and all(
+            len(set(row)) == 1 for row in tokens[:, 4:].tolist()):
+        raise CheckFailed(f"{shown}: every row repeats one token 12 times, {tokens[:, 4:].tolist()}, "
+                          f"although all 11 tokens are equally likely.\nHint: {GEN_RESEEDED.text}")
+    count += 1
     for new, ok in ((12, True), (13, False)):
         shown = f"generate(<block_size 16>, <(2, 4) prompt>, {new}, n_head=2)"
         result = _call(traced, shown, generate, params, prompt, new, 2)
@@ -459,7 +525,11 @@ GQA_TOP_LEFT = Hint(
     "the causal mask is aligned top-left: the T_q queries are the last of the T_k positions, so "
     "query i sees keys 0 … T_k - T_q + i (tril(T_k - T_q), not is_causal=True).",
     lambda got, exp, args: args[0].shape[2] != args[1].shape[2] and _close(got, _sdpa(*args, causal_top_left=True)))
-GQA_HINTS = (GQA_TILED, GQA_TOP_LEFT)
+GQA_NOT_DIVISIBLE = Hint(
+    "H query heads that H_kv does not divide must raise ValueError (check H % H_kv before "
+    "grouping: repeat_interleave would otherwise fail with a shape error, or group wrongly).",
+    lambda got, exp, args: _raised(exp, "ValueError") and not _raised(got, "ValueError"))
+GQA_HINTS = (GQA_TILED, GQA_TOP_LEFT, GQA_NOT_DIVISIBLE)
 
 
 def check_grouped_query_attention(gqa: Callable) -> None:
@@ -512,6 +582,8 @@ CAPSTONE_UNCACHED = Hint(
     lambda got, exp, args: _both(got) is not None and _both(exp) is not None and got[1] != exp[1])
 CAPSTONE_IGNORES = ("at temperature 0.8 your text is the greedy text: pass temperature and seed on "
                     "to generate (and use_cache too).")  # public check only: it knows the greedy text
+CAPSTONE_USE_CACHE = ("pass use_cache on to generate: complete(..., use_cache=False) must generate "
+                      "without the cache, or the comparison of the two compares the cache with itself.")
 CAPSTONE_HINTS = (CAPSTONE_DIFFER, CAPSTONE_UNCACHED)
 
 
@@ -522,11 +594,15 @@ def check_complete(complete: Callable) -> None:
         texts = {}
         for use_cache in (True, False):
             shown = f"complete({prompt!r}, {n}, temperature={temperature}, seed={seed}, use_cache={use_cache})"
-            texts[use_cache] = _call(complete, shown, prompt, n, temperature, seed, use_cache)
+            result = _call(traced, shown, complete, prompt, n, temperature, seed, use_cache)
+            texts[use_cache] = result["tokens"]
             if not isinstance(texts[use_cache], str) or len(texts[use_cache]) != len(prompt) + n \
                     or not texts[use_cache].startswith(prompt):
                 raise CheckFailed(f"{shown} returned {texts[use_cache]!r:.120}: expected a string of "
                                   f"{len(prompt) + n} characters starting with the prompt.")
+            if any(cached for _, _, cached in result["calls"]) != use_cache:
+                raise CheckFailed(f"{shown}: gpt_forward was called {'without' if use_cache else 'with'} "
+                                  f"caches.\nHint: {CAPSTONE_USE_CACHE}")
         expect(texts[True], texts[False], f"complete({prompt!r}, {n}, temperature={temperature}) with "
                "the cache, compared with the same call without it", [CAPSTONE_DIFFER.text])
         print(f"--- {prompt!r}, temperature {temperature}, seed {seed} (cached == uncached):\n"
@@ -672,6 +748,10 @@ CASES: dict[str, list[Case]] = {
         Case("grouped_query_attention",
              lambda g: (torch.randn(2, 6, 3, 4, generator=g), torch.randn(2, 2, 3, 4, generator=g),
                         torch.randn(2, 2, 3, 4, generator=g)), "H = 6, H_kv = 2", GQA_HINTS),
+        Case("lambda q, k, v: checks.outcome(lambda: grouped_query_attention(q, k, v))",
+             lambda g: (torch.randn(1, 3, 2, 4, generator=g), torch.randn(1, 2, 2, 4, generator=g),
+                        torch.randn(1, 2, 2, 4, generator=g)), "H = 3, H_kv = 2: ValueError", GQA_HINTS,
+             _check),
     ],
     "test_complete": [
         Case(COMPLETE_CALL, lambda g: _complete_case(g, 0.0), "greedy text, cached and uncached",
