@@ -227,6 +227,11 @@ assert "x = layer(x)" in NO_ENCODER_MASK_MODEL and "[1: tgt" in POSITIONS_FROM_1
      "    v = x.var(-1, keepdim=True, unbiased=False)\n"
      "    return (x - m) / torch.sqrt(v + eps)",
      "layer_norm", "scale and shift"),
+    ("def layer_norm(x, weight, bias, eps=1e-5):\n"
+     "    m = x.mean(-1)\n"
+     "    v = ((x - m) ** 2).mean(-1)\n"
+     "    return (x - m) / torch.sqrt(v + eps) * weight + bias",
+     "layer_norm", "keepdim=True) has shape (..., 1)"),
     ("class FeedForward(nn.Module):\n"
      "    def __init__(self, d_model, d_ff=None):\n"
      "        super().__init__()\n"

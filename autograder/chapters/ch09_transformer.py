@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..spec import Case, Hint, expect, passed
+from ..spec import Case, CheckFailed, Hint, expect, passed
 from .ch01_tokens import _call, _close, _expect, _int
 
 
@@ -87,7 +87,33 @@ LN_AXIS = Hint(
 LN_ALL = Hint(
     "one mean and variance for the whole tensor: LayerNorm computes them per position, over the "
     "last axis only (dim=-1, keepdim=True).", _ln_all_axes)
-LN_HINTS = (LN_UNBIASED, LN_EPS_OUTSIDE, LN_NO_AFFINE, LN_AXIS, LN_ALL)
+_KEEPDIM_TEXT = ("keep the reduced axis: x.mean(dim=-1, keepdim=True) has shape (..., 1), which "
+                 "broadcasts against x's (..., d); without keepdim the (...,) statistics line up "
+                 "with the feature axis instead.")
+
+
+def _ln_no_keepdim(got, exp, args):
+    """mean and variance of shape (...,) subtracted along the last axis (only runs on (d, d) x)."""
+    x, weight, bias, eps = _ln_args(args)
+    if x.dim() != 2 or x.shape[0] != x.shape[1]:
+        return False
+    x = _cpu64(x)
+    mean, var = x.mean(-1), x.var(-1, unbiased=False)
+    return _close(got, (x - mean) / (var + eps).sqrt() * _cpu64(weight) + _cpu64(bias))
+
+
+LN_NO_KEEPDIM = Hint(_KEEPDIM_TEXT, _ln_no_keepdim)
+LN_HINTS = (LN_UNBIASED, LN_EPS_OUTSIDE, LN_NO_AFFINE, LN_AXIS, LN_ALL, LN_NO_KEEPDIM)
+
+
+def _ln_call(layer_norm: Callable, shown: str, *args):
+    """_call, plus the keepdim hint when the shapes do not broadcast (the usual cause here)."""
+    try:
+        return _call(layer_norm, shown, *args)
+    except CheckFailed as failure:
+        if "must match the size" in str(failure):
+            raise CheckFailed(f"{failure}\nHint: {_KEEPDIM_TEXT}") from failure.__cause__
+        raise
 
 
 def check_layer_norm(layer_norm: Callable) -> None:
@@ -113,14 +139,14 @@ def check_layer_norm(layer_norm: Callable) -> None:
          "are 0 and only the bias is left."),
     ]
     for args, expected, shown, why in examples:
-        _expect(_call(layer_norm, shown, *args), expected, shown, why, LN_HINTS, args)
+        _expect(_ln_call(layer_norm, shown, *args), expected, shown, why, LN_HINTS, args)
     g = torch.Generator().manual_seed(0)
     count = len(examples)
     for shape, dtype in (((2, 5, 8), torch.float64), ((3, 6), torch.float32), ((4, 4), torch.float64)):
         x = torch.randn(*shape, generator=g, dtype=dtype) * 3 + 1
         w, b = (torch.randn(shape[-1], generator=g, dtype=dtype) for _ in range(2))
         shown = f"layer_norm(<random {str(dtype)[6:]} {shape}>, weight, bias)"
-        _expect(_call(layer_norm, shown, x, w, b), F.layer_norm(x, shape[-1:], w, b), shown,
+        _expect(_ln_call(layer_norm, shown, x, w, b), F.layer_norm(x, shape[-1:], w, b), shown,
                 "the result must equal F.layer_norm(x, (d,), weight, bias, eps=1e-5).",
                 LN_HINTS, (x, w, b))
         count += 1
