@@ -179,6 +179,43 @@ def test_public_check_explains_each_typical_mistake(reference, student):
     assert "Hint:" in str(failure.value) and words in str(failure.value), str(failure.value)
 
 
+# Exercise 4: .triu() blocks the diagonal too (a position may not attend to itself).
+DIAGONAL_BLOCKED_DECODER = NOT_CAUSAL_DECODER.replace(
+    "key_padding_mask=tgt_key_padding_mask)[0]",
+    "attn_mask=torch.ones(h.shape[1], h.shape[1], dtype=torch.bool).triu(),\n"
+    "                                      key_padding_mask=tgt_key_padding_mask)[0]")
+# Exercises 3-4: pre-norm written as h = norm(x); x = h + sublayer(h).
+RESIDUAL_FROM_NORMED_ENCODER = ALWAYS_POST_NORM.replace(
+    "        x = self.norm1(x + a)\n        return self.norm2(x + self.linear2(F.relu(self.linear1(x))))",
+    "        if not self.norm_first:\n"
+    "            x = self.norm1(x + a)\n"
+    "            return self.norm2(x + self.linear2(F.relu(self.linear1(x))))\n"
+    "        h = self.norm1(x)\n"
+    "        x = h + self.self_attn(h, h, h, key_padding_mask=key_padding_mask)[0]\n"
+    "        h = self.norm2(x)\n"
+    "        return h + self.linear2(F.relu(self.linear1(h)))").replace(
+    "        self.norm2 = nn.LayerNorm(d_model)\n",
+    "        self.norm2 = nn.LayerNorm(d_model)\n        self.norm_first = norm_first\n")
+RESIDUAL_FROM_NORMED_DECODER = DIAGONAL_BLOCKED_DECODER.replace(".triu()", ".triu(1)").replace(
+    "            y = y + sa(self.norm1(y))\n            y = y + ca(self.norm2(y))\n"
+    "            return y + ff(self.norm3(y))",
+    "            h = self.norm1(y)\n            y = h + sa(h)\n            h = self.norm2(y)\n"
+    "            y = h + ca(h)\n            h = self.norm3(y)\n            return h + ff(h)")
+# Exercise 5: the encoder layers are not told where the source is padded.
+NO_ENCODER_MASK_MODEL = NO_MEMORY_MASK_MODEL.replace(
+    "x = layer(x, src_key_padding_mask)", "x = layer(x)").replace(
+    "y = layer(y, memory, tgt_key_padding_mask)",
+    "y = layer(y, memory, tgt_key_padding_mask, src_key_padding_mask)")
+# Exercise 5: positions counted from 1.
+POSITIONS_FROM_1_MODEL = NO_MEMORY_MASK_MODEL.replace(
+    "y = layer(y, memory, tgt_key_padding_mask)",
+    "y = layer(y, memory, tgt_key_padding_mask, src_key_padding_mask)").replace(
+    "[: src.shape[1]]", "[1: src.shape[1] + 1]").replace("[: tgt.shape[1]]", "[1: tgt.shape[1] + 1]")
+assert RESIDUAL_FROM_NORMED_ENCODER.count("h = self.norm") == 2
+assert RESIDUAL_FROM_NORMED_DECODER.count("h = self.norm") == 3 and ".triu(1)" in RESIDUAL_FROM_NORMED_DECODER
+assert "x = layer(x)" in NO_ENCODER_MASK_MODEL and "[1: tgt" in POSITIONS_FROM_1_MODEL
+
+
 @pytest.mark.parametrize("mistake, name, words", [
     ("def layer_norm(x, weight, bias, eps=1e-5):\n"
      "    m = x.mean(-1, keepdim=True)\n"
@@ -190,6 +227,11 @@ def test_public_check_explains_each_typical_mistake(reference, student):
      "    v = x.var(-1, keepdim=True, unbiased=False)\n"
      "    return (x - m) / torch.sqrt(v + eps)",
      "layer_norm", "scale and shift"),
+    ("def layer_norm(x, weight, bias, eps=1e-5):\n"
+     "    m = x.mean(-1)\n"
+     "    v = ((x - m) ** 2).mean(-1)\n"
+     "    return (x - m) / torch.sqrt(v + eps) * weight + bias",
+     "layer_norm", "keepdim=True) has shape (..., 1)"),
     ("class FeedForward(nn.Module):\n"
      "    def __init__(self, d_model, d_ff=None):\n"
      "        super().__init__()\n"
@@ -208,6 +250,11 @@ def test_public_check_explains_each_typical_mistake(reference, student):
         "attn_mask=torch.ones(h.shape[1], h.shape[1], dtype=torch.bool).tril(),\n"
         "                                      key_padding_mask=tgt_key_padding_mask)[0]"),
      "DecoderLayer", "causal mask is inverted"),
+    (DIAGONAL_BLOCKED_DECODER, "DecoderLayer", "also blocks the diagonal"),
+    (RESIDUAL_FROM_NORMED_ENCODER, "EncoderLayer", "residual path carries x itself"),
+    (RESIDUAL_FROM_NORMED_DECODER, "DecoderLayer", "residual path carries x itself"),
+    (NO_ENCODER_MASK_MODEL, "Transformer", "pass src_key_padding_mask to every encoder layer"),
+    (POSITIONS_FROM_1_MODEL, "Transformer", "shifted by one"),
 ])
 def test_public_checks_recognise_other_mistakes(reference, mistake, name, words):
     check = getattr(checks, next(c for c, n in CHECKS.values() if n == name))
@@ -226,3 +273,31 @@ def test_decoder_hints_recognise_a_missing_memory_mask(reference):
     wrong = eval(case.call, reference)(dims, sd, y, memory, tgt_mask, None, nf)
     message = case.judge(wrong, expected, args)
     assert message is not None and "source's padding" in message, message
+
+
+@pytest.mark.parametrize("mistake, name, cell, words", [
+    (DIAGONAL_BLOCKED_DECODER, "DecoderLayer", "test_decoder_layer", "also blocks the diagonal"),
+    (NO_ENCODER_MASK_MODEL, "Transformer", "test_transformer", "every encoder layer"),
+])
+def test_hidden_cases_catch_mistakes_and_name_them(reference, mistake, name, cell, words):
+    """Every hidden case that can tell the mistake apart fails with its hint (with d_model = 2 a
+    post-norm layer's output hardly depends on its input, and a 'padded' case without padding
+    tests no mask: both once let these mistakes through)."""
+    namespace = dict(reference)
+    exec(mistake, namespace)
+    for i, case in enumerate(checks.CASES[cell]):
+        args = case.make_args(torch.Generator().manual_seed(i))
+        if "masks left out" in case.label and name == "Transformer":
+            continue  # no mask given: nothing to forget
+        message = case.judge(eval(case.call, namespace)(*args), eval(case.call, reference)(*args), args)
+        assert message is not None and words in message, (case.label, message)
+
+
+def test_padded_hidden_cases_have_padding():
+    for cell in ("test_encoder_layer", "test_decoder_layer", "test_transformer"):
+        for case in checks.CASES[cell]:
+            if "padding" in case.label and "no padding" not in case.label:
+                for seed in range(20):
+                    args = case.make_args(torch.Generator().manual_seed(seed))
+                    masks = [a for a in args if isinstance(a, torch.Tensor) and a.dtype == torch.bool]
+                    assert masks and all(m.any() for m in masks), (cell, case.label, seed)

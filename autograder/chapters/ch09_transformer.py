@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..spec import Case, Hint, expect, passed
+from ..spec import Case, CheckFailed, Hint, expect, passed
 from .ch01_tokens import _call, _close, _expect, _int
 
 
@@ -87,7 +87,33 @@ LN_AXIS = Hint(
 LN_ALL = Hint(
     "one mean and variance for the whole tensor: LayerNorm computes them per position, over the "
     "last axis only (dim=-1, keepdim=True).", _ln_all_axes)
-LN_HINTS = (LN_UNBIASED, LN_EPS_OUTSIDE, LN_NO_AFFINE, LN_AXIS, LN_ALL)
+_KEEPDIM_TEXT = ("keep the reduced axis: x.mean(dim=-1, keepdim=True) has shape (..., 1), which "
+                 "broadcasts against x's (..., d); without keepdim the (...,) statistics line up "
+                 "with the feature axis instead.")
+
+
+def _ln_no_keepdim(got, exp, args):
+    """mean and variance of shape (...,) subtracted along the last axis (only runs on (d, d) x)."""
+    x, weight, bias, eps = _ln_args(args)
+    if x.dim() != 2 or x.shape[0] != x.shape[1]:
+        return False
+    x = _cpu64(x)
+    mean, var = x.mean(-1), x.var(-1, unbiased=False)
+    return _close(got, (x - mean) / (var + eps).sqrt() * _cpu64(weight) + _cpu64(bias))
+
+
+LN_NO_KEEPDIM = Hint(_KEEPDIM_TEXT, _ln_no_keepdim)
+LN_HINTS = (LN_UNBIASED, LN_EPS_OUTSIDE, LN_NO_AFFINE, LN_AXIS, LN_ALL, LN_NO_KEEPDIM)
+
+
+def _ln_call(layer_norm: Callable, shown: str, *args):
+    """_call, plus the keepdim hint when the shapes do not broadcast (the usual cause here)."""
+    try:
+        return _call(layer_norm, shown, *args)
+    except CheckFailed as failure:
+        if "must match the size" in str(failure):
+            raise CheckFailed(f"{failure}\nHint: {_KEEPDIM_TEXT}") from failure.__cause__
+        raise
 
 
 def check_layer_norm(layer_norm: Callable) -> None:
@@ -113,14 +139,14 @@ def check_layer_norm(layer_norm: Callable) -> None:
          "are 0 and only the bias is left."),
     ]
     for args, expected, shown, why in examples:
-        _expect(_call(layer_norm, shown, *args), expected, shown, why, LN_HINTS, args)
+        _expect(_ln_call(layer_norm, shown, *args), expected, shown, why, LN_HINTS, args)
     g = torch.Generator().manual_seed(0)
     count = len(examples)
     for shape, dtype in (((2, 5, 8), torch.float64), ((3, 6), torch.float32), ((4, 4), torch.float64)):
         x = torch.randn(*shape, generator=g, dtype=dtype) * 3 + 1
         w, b = (torch.randn(shape[-1], generator=g, dtype=dtype) for _ in range(2))
         shown = f"layer_norm(<random {str(dtype)[6:]} {shape}>, weight, bias)"
-        _expect(_call(layer_norm, shown, x, w, b), F.layer_norm(x, shape[-1:], w, b), shown,
+        _expect(_ln_call(layer_norm, shown, x, w, b), F.layer_norm(x, shape[-1:], w, b), shown,
                 "the result must equal F.layer_norm(x, (d,), weight, bias, eps=1e-5).",
                 LN_HINTS, (x, w, b))
         count += 1
@@ -224,22 +250,57 @@ def _encoder_variant(args, norm_first=None, pad="same"):
         return layer(_cpu64(x), src_key_padding_mask=mask)
 
 
-def _decoder_variant(args, norm_first=None, causal=True, tgt_pad=True, mem_pad=True, inverted=False):
+def _decoder_variant(args, norm_first=None, causal=True, tgt_pad=True, mem_pad=True, inverted=False,
+                     diagonal_blocked=False):
     dims, sd, y, memory, tgt_mask, mem_mask, nf = args
     layer = _torch_decoder_layer(dims, sd, nf if norm_first is None else norm_first)
     mask = ~_causal(y.shape[1]) if inverted else _causal(y.shape[1]) if causal else None
+    if diagonal_blocked:  # triu(0): a query may not attend to itself
+        mask = torch.ones(y.shape[1], y.shape[1], dtype=torch.bool).triu(0)
     with torch.no_grad():
         return layer(_cpu64(y), _cpu64(memory), tgt_mask=mask,
                      tgt_key_padding_mask=_mask64(tgt_mask) if tgt_pad else None,
                      memory_key_padding_mask=_mask64(mem_mask) if mem_pad else None)
 
 
-def _nan_safe_close(got, target) -> bool:
+def _residual_from_normed(args, decoder: bool):
+    """Pre-norm written as ``h = norm(x); x = h + sublayer(h)``: the residual adds the normalised
+    x instead of x itself."""
+    if decoder:
+        dims, sd, x, memory, tgt_mask, mem_mask, _ = args
+        layer, memory = _torch_decoder_layer(dims, sd, True), _cpu64(memory)
+        causal = _causal(x.shape[1])
+        sublayers = [(layer.norm1, lambda h: layer.self_attn(h, h, h, attn_mask=causal,
+                                                             key_padding_mask=_mask64(tgt_mask))[0]),
+                     (layer.norm2, lambda h: layer.multihead_attn(h, memory, memory,
+                                                                  key_padding_mask=_mask64(mem_mask))[0]),
+                     (layer.norm3, lambda h: layer.linear2(F.relu(layer.linear1(h))))]
+    else:
+        dims, sd, x, pad_mask, _ = args
+        layer = _torch_encoder_layer(dims, sd, True)
+        sublayers = [(layer.norm1, lambda h: layer.self_attn(h, h, h, key_padding_mask=_mask64(pad_mask))[0]),
+                     (layer.norm2, lambda h: layer.linear2(F.relu(layer.linear1(h))))]
+    x = _cpu64(x)
+    with torch.no_grad():
+        for norm, f in sublayers:
+            h = norm(x)
+            x = h + f(h)
+    return x
+
+
+_RESIDUAL_TEXT = ("in pre-norm the residual path carries x itself, not its normalised copy: "
+                  "x = x + sublayer(norm(x)), not h = norm(x); x = h + sublayer(h).")
+
+
+def _nan_safe_close(got, target, all_nan_ok=False) -> bool:
     """``got`` equals ``target`` wherever both are finite (a query that may attend to nothing gives
-    NaN or zeros depending on PyTorch's code path)."""
+    NaN or zeros depending on PyTorch's code path); with ``all_nan_ok``, also when ``got`` is NaN
+    everywhere (e.g. T = 1 and every query blocked)."""
     if not isinstance(got, torch.Tensor) or got.shape != target.shape:
         return False
     got = got.detach().cpu().double()
+    if all_nan_ok and got.isnan().all():
+        return True
     both = torch.isfinite(got) & torch.isfinite(target)
     return bool(both.any()) and torch.allclose(got[both], target[both], rtol=1e-4, atol=1e-5)
 
@@ -266,7 +327,9 @@ ENC_BATCH_FIRST = Hint("the output is what a layer gives when it reads x as (S, 
                        lambda got, exp, args: args[3] is None and args[2].shape[0] > 1 and _close(
                            got, _encoder_variant((*args[:2], args[2].transpose(0, 1), *args[3:]))
                            .transpose(0, 1)))
-ENCODER_HINTS = (ENC_PLACEMENT, ENC_NO_PAD, ENC_PAD_INVERTED, ENC_BATCH_FIRST)
+ENC_RESIDUAL_NORMED = Hint(_RESIDUAL_TEXT, lambda got, exp, args: args[4]
+                           and _nan_safe_close(got, _residual_from_normed(args, decoder=False)))
+ENCODER_HINTS = (ENC_PLACEMENT, ENC_NO_PAD, ENC_PAD_INVERTED, ENC_BATCH_FIRST, ENC_RESIDUAL_NORMED)
 
 DEC_PLACEMENT = Hint(_placement_text("nn.TransformerDecoderLayer"),
                      lambda got, exp, args: _close(got, _decoder_variant(args, norm_first=not args[6])))
@@ -287,7 +350,16 @@ DEC_CAUSAL_INVERTED = Hint("the causal mask is inverted: with nn.MultiheadAttent
                            "(torch.ones(T, T, dtype=torch.bool).triu(1)), not the lower triangle.",
                            lambda got, exp, args: args[2].shape[1] > 1 and _nan_safe_close(
                                got, _decoder_variant(args, inverted=True)))
-DECODER_HINTS = (DEC_PLACEMENT, DEC_NO_CAUSAL, DEC_NO_MEMORY_PAD, DEC_NO_TGT_PAD, DEC_CAUSAL_INVERTED)
+DEC_DIAGONAL_BLOCKED = Hint("the causal mask also blocks the diagonal, so no position attends to "
+                            "itself (and position 0 attends to nothing): block only keys j > i, "
+                            "torch.ones(T, T, dtype=torch.bool).triu(1), not .triu() / .triu(0).",
+                            lambda got, exp, args: _nan_safe_close(
+                                got, _decoder_variant(args, diagonal_blocked=True),
+                                all_nan_ok=args[2].shape[1] == 1))
+DEC_RESIDUAL_NORMED = Hint(_RESIDUAL_TEXT, lambda got, exp, args: args[6]
+                           and _nan_safe_close(got, _residual_from_normed(args, decoder=True)))
+DECODER_HINTS = (DEC_PLACEMENT, DEC_NO_CAUSAL, DEC_NO_MEMORY_PAD, DEC_NO_TGT_PAD, DEC_CAUSAL_INVERTED,
+                 DEC_DIAGONAL_BLOCKED, DEC_RESIDUAL_NORMED)
 
 
 def _expected_names(module: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -404,18 +476,19 @@ def _torch_model(cfg, sd) -> tuple[nn.Transformer, dict]:
     return core, sd
 
 
-def _model_variant(args, mem_pad=True, final_norms=True, positions=True, tgt_pad=True):
+def _model_variant(args, mem_pad=True, final_norms=True, positions=True, tgt_pad=True, enc_pad=True,
+                   src_start=0, tgt_start=0):
     cfg, sd, src, tgt, src_pad, tgt_pad_mask = args
     core, sd = _torch_model(cfg, sd)
     if not final_norms:
         core.encoder.norm = core.decoder.norm = None
     src, tgt = src.cpu(), tgt.cpu()
     pos = sd["pos_embed.weight"] if positions else torch.zeros_like(sd["pos_embed.weight"])
-    x = F.embedding(src, sd["src_embed.weight"]) + pos[: src.shape[1]]
-    y = F.embedding(tgt, sd["tgt_embed.weight"]) + pos[: tgt.shape[1]]
+    x = F.embedding(src, sd["src_embed.weight"]) + pos[src_start: src_start + src.shape[1]]
+    y = F.embedding(tgt, sd["tgt_embed.weight"]) + pos[tgt_start: tgt_start + tgt.shape[1]]
     src_pad, tgt_pad_mask = _mask64(src_pad), _mask64(tgt_pad_mask)
     with torch.no_grad():
-        h = core(x, y, tgt_mask=_causal(tgt.shape[1]), src_key_padding_mask=src_pad,
+        h = core(x, y, tgt_mask=_causal(tgt.shape[1]), src_key_padding_mask=src_pad if enc_pad else None,
                  tgt_key_padding_mask=tgt_pad_mask if tgt_pad else None,
                  memory_key_padding_mask=src_pad if mem_pad else None)
     return F.linear(h, sd["lm_head.weight"], sd["lm_head.bias"])
@@ -438,7 +511,22 @@ MODEL_NO_FINAL_NORM = Hint("the final LayerNorms are missing: like nn.Transforme
 MODEL_NO_POSITIONS = Hint("the positions are missing: add self.pos_embed(torch.arange(T)) to the "
                           "token embeddings of both the source and the target.",
                           lambda got, exp, args: _close(got, _model_variant(args, positions=False)))
-MODEL_HINTS = (MODEL_NO_MEMORY_PAD, MODEL_NO_TGT_PAD, MODEL_NO_FINAL_NORM, MODEL_NO_POSITIONS)
+MODEL_NO_ENC_PAD = Hint("the encoder attends to the source's padding: pass src_key_padding_mask to "
+                        "every encoder layer too (not only to the decoder's cross-attention).",
+                        lambda got, exp, args: _has(args[4]) and _close(got, _model_variant(args, enc_pad=False)))
+
+
+def _positions_from_1(got, exp, args) -> bool:
+    S, T, max_len = args[2].shape[1], args[3].shape[1], args[0][6]
+    return any(_close(got, _model_variant(args, src_start=s, tgt_start=1))
+               for s in (0, 1) if max(S + s, T + 1) <= max_len)
+
+
+MODEL_POSITIONS_FROM_1 = Hint("the positions are shifted by one: the first token is at position 0, "
+                              "so add self.pos_embed(torch.arange(T)), not torch.arange(1, T + 1).",
+                              _positions_from_1)
+MODEL_HINTS = (MODEL_NO_MEMORY_PAD, MODEL_NO_TGT_PAD, MODEL_NO_FINAL_NORM, MODEL_NO_POSITIONS,
+               MODEL_NO_ENC_PAD, MODEL_POSITIONS_FROM_1)
 
 
 def _random_state(module: nn.Module, g: torch.Generator, dtype=torch.float32) -> dict:
@@ -508,8 +596,12 @@ def _ln_constant_row(g):
 
 
 def _lengths(g, B, T):
+    """B lengths in 1..T: the first is T (no padding), the last is shorter when B, T > 1, so a
+    padded case always has padding."""
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T
+    if B > 1 and T > 1:
+        lengths[-1] = _int(g, 1, T)
     return lengths.tolist()
 
 
@@ -527,15 +619,23 @@ FFN_DEFAULT_CALL = ("lambda d, f, sd, x: (lambda m: (m.load_state_dict(sd), m(x)
                     "(FeedForward(d).to(x.device, x.dtype).requires_grad_(False))")
 
 
+def _d_model(g, n_heads):
+    """A multiple of n_heads, at least 4: with d_model = 1 or 2 a LayerNorm's output hardly
+    depends on its input (constant, or ±1 per feature), so post-norm layers would hide mistakes."""
+    least = -(-4 // n_heads)  # ceil(4 / n_heads)
+    return n_heads * _int(g, least, least + 4)
+
+
 def _layer_dims(g):
     n_heads = _int(g, 1, 4)
-    return n_heads * _int(g, 1, 5), n_heads, _int(g, 2, 20)
+    return _d_model(g, n_heads), n_heads, _int(g, 2, 20)
 
 
 def _encoder_case(g, padded, norm_first, dtype=torch.float32):
     dims = _layer_dims(g)
     layer = nn.TransformerEncoderLayer(*dims, dropout=0.0, batch_first=True, norm_first=norm_first)
-    B, T = _int(g, 1, 4), _int(g, 1, 9)
+    least = 2 if padded else 1  # room for padding
+    B, T = _int(g, least, 4), _int(g, least, 9)
     mask = _pad_mask(_lengths(g, B, T), T) if padded else None
     return dims, _random_state(layer, g, dtype), _randn(g, B, T, dims[0], dtype=dtype), mask, norm_first
 
@@ -549,7 +649,8 @@ ENCODER_DEFAULT_CALL = ("lambda dims, sd, x, mask, nf: (lambda m: (m.load_state_
 def _decoder_case(g, padded, norm_first, dtype=torch.float32, T=None):
     dims = _layer_dims(g)
     layer = nn.TransformerDecoderLayer(*dims, dropout=0.0, batch_first=True, norm_first=norm_first)
-    B, T, S = _int(g, 1, 4), T or _int(g, 2, 8), _int(g, 1, 9)
+    least = 2 if padded else 1  # room for padding
+    B, T, S = _int(g, least, 4), T or _int(g, 2, 8), _int(g, least, 9)
     tgt_mask = _pad_mask(_lengths(g, B, T), T) if padded else None
     mem_mask = _pad_mask(_lengths(g, B, S), S) if padded else None
     return (dims, _random_state(layer, g, dtype), _randn(g, B, T, dims[0], dtype=dtype),
@@ -565,7 +666,7 @@ DECODER_DEFAULT_CALL = ("lambda dims, sd, y, mem, tm, mm, nf: (lambda m: (m.load
 def _model_case(g, padded, norm_first, dtype=torch.float32, n_layers=None):
     n_heads = _int(g, 1, 3)
     V_s, V_t = _int(g, 4, 20), _int(g, 4, 20)
-    d_model, d_ff, max_len = 2 * n_heads * _int(g, 1, 4), _int(g, 4, 24), 12
+    d_model, d_ff, max_len = _d_model(g, n_heads), _int(g, 4, 24), 12
     cfg = (V_s, V_t, d_model, n_heads, n_layers or _int(g, 1, 3), d_ff, max_len, norm_first)
     with warnings.catch_warnings():  # "enable_nested_tensor is True, but ... num_heads is odd"
         warnings.simplefilter("ignore")
@@ -576,7 +677,8 @@ def _model_case(g, padded, norm_first, dtype=torch.float32, n_layers=None):
               **{_ours(k): tuple(v.shape) for k, v in core.state_dict().items()}}
     sd = {k: _randn(g, *s, dtype=dtype, scale=0.3) + (1.0 if "norm" in k and k.endswith("weight") else 0.0)
           for k, s in shapes.items()}
-    B, S, T = _int(g, 1, 4), _int(g, 1, max_len + 1), _int(g, 1, max_len + 1)
+    least = 2 if padded else 1  # room for padding
+    B, S, T = _int(g, least, 4), _int(g, least, max_len + 1), _int(g, least, max_len + 1)
     src, tgt = torch.randint(3, V_s, (B, S), generator=g), torch.randint(3, V_t, (B, T), generator=g)
     src_pad = _pad_mask(_lengths(g, B, S), S) if padded else None
     tgt_pad = _pad_mask(_lengths(g, B, T), T) if padded else None
