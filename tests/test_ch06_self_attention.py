@@ -243,3 +243,13 @@ def test_keys_and_values_swapped(reference):
     assert "shapes of a product" in str(failure.value), str(failure.value)
     message = _judge(reference, KEYS_VALUES_SWAPPED, "SelfAttention", "test_self_attention", 3)
     assert "keys and values are swapped" in message, message
+
+
+def test_forgotten_transpose_of_k_on_square_inputs_gets_its_hint():
+    """Issue 6's 'transpose of K forgotten on square inputs': the product runs, the hint names it."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 5, 5, generator=g, dtype=torch.float64) for _ in range(3))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    wrong = torch.softmax(q @ k / math.sqrt(5), dim=-1) @ v
+    assert checks.ATTN_K_NOT_TRANSPOSED.matches(wrong, expected, (q, k, v, None, False))
+    assert not checks.ATTN_K_NOT_TRANSPOSED.matches(expected, expected, (q, k, v, None, False))

@@ -238,7 +238,20 @@ ATTN_BOTTOM_RIGHT = Hint("is_causal with T_q != T_k follows PyTorch: query i see
 ATTN_NAN = Hint("NaN where the answer is 0: a query whose keys are all masked must give a zero "
                 "output; use your softmax from Exercise 1, which returns zeros for an all -inf "
                 "row (torch.softmax returns NaN).", _attention_nan)
-ATTENTION_HINTS = (ATTN_NO_SCALE, ATTN_SCALE_DK, ATTN_SCALE_DV, ATTN_MASK_INVERTED,
+def _k_not_transposed(got, exp, args) -> bool:
+    """On square inputs (T_k == d_k) q @ k runs silently: the scores used K instead of K^T."""
+    q, k, v = args[:3]
+    mask = args[3] if len(args) > 3 else None
+    causal = bool(args[4]) if len(args) > 4 else False
+    if k.shape[-1] != k.shape[-2] or v.shape[-2] != k.shape[-1]:
+        return False
+    return _close(got, _sdpa(q, k.transpose(-2, -1), v, mask, causal))
+
+
+ATTN_K_NOT_TRANSPOSED = Hint("the scores are Q @ K, not Q @ K^T: on square inputs (T_k = d_k) "
+                             "the product runs but compares queries with the columns of K; use "
+                             "k.transpose(-2, -1).", _k_not_transposed)
+ATTENTION_HINTS = (ATTN_K_NOT_TRANSPOSED, ATTN_NO_SCALE, ATTN_SCALE_DK, ATTN_SCALE_DV, ATTN_MASK_INVERTED,
                    ATTN_MASK_IGNORED, ATTN_ZERO_FILL, ATTN_QUERY_AXIS, ATTN_BOTTOM_RIGHT, ATTN_NAN)
 
 
