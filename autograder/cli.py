@@ -2,7 +2,7 @@
 
     python -m autograder generate  ASSIGNMENT              # solutions/ -> exercises/ (+ gradebook)
     python -m autograder collect   ASSIGNMENT FOLDER       # FOLDER/<student>.ipynb -> submitted/
-    python -m autograder autograde ASSIGNMENT [--jobs N]   # submitted/ -> autograded/ + gradebook
+    python -m autograder autograde ASSIGNMENT… [--jobs N]  # submitted/ -> autograded/ + gradebook
     python -m autograder feedback  ASSIGNMENT              # autograded/ -> feedback/ (HTML)
     python -m autograder export    [--to grades.csv]       # gradebook -> CSV
     python -m autograder report    ASSIGNMENT              # gradebook + reports -> HTML page + CSV
@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from tqdm import tqdm
 from traitlets.config import PyFileConfigLoader
 
 from . import parallel, sandbox
-from .nbgrader_plugin import _REFERENCE_CACHE, REPAIRS, SandboxGrade
+from .nbgrader_plugin import REPAIRS
 
 
 def _api(course: Path, **overrides) -> NbGraderAPI:
@@ -167,12 +167,27 @@ def _stamp(root: Path, student: str, assignment: str) -> str:
     return stamp + "".join(f"|{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
 
 
-def autograde(api: NbGraderAPI, args) -> None:
-    root, students = _students(api, api.coursedir.submitted_directory, args.assignment)
+def _plan(api: NbGraderAPI, assignment: str, args, settings: dict) -> dict:
+    """One assignment's submissions, its journal, and the students still to grade."""
+    root, students = _students(api, api.coursedir.submitted_directory, assignment)
     if args.student:
         students = [s for s in students if s in args.student]
     if not students:
-        sys.exit(f"no submissions for {args.assignment} under {root}")
+        sys.exit(f"no submissions for {assignment} under {root}")
+    journal = parallel.Journal(Path(api.coursedir.root) / f".autograde-{assignment}.jsonl", settings)
+    stamps = {s: _stamp(root, s, assignment) for s in students}
+    todo = [s for s in students if args.force or not journal.graded(s, stamps[s])]
+    if args.force:
+        journal.forget(todo)
+    if len(todo) < len(students):
+        print(f"{assignment}: {len(students) - len(todo)} submissions already graded with these settings: "
+              "skipped (--force regrades them)")
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
+        notebooks = [nb.name for nb in gb.find_assignment(assignment).notebooks]
+    return {"students": students, "todo": todo, "journal": journal, "stamps": stamps, "notebooks": notebooks}
+
+
+def autograde(api: NbGraderAPI, args) -> None:
     problem = sandbox.sandbox_problem(args.device.split(":")[0])  # probed once for the whole run
     if problem and not args.no_sandbox:
         sys.exit(f"refusing to grade: {problem}.\nOr pass --no-sandbox to grade without it "
@@ -182,55 +197,48 @@ def autograde(api: NbGraderAPI, args) -> None:
               "change every file this user can (the reference, the gradebook, the course's config).",
               file=sys.stderr)
     course = Path(api.coursedir.root)
-    journal = parallel.Journal(course / f".autograde-{args.assignment}.jsonl",
-                               {"device": args.device, "seed": args.seed, "timeout": args.timeout,
-                                "sandbox": not args.no_sandbox})
-    stamps = {s: _stamp(root, s, args.assignment) for s in students}
-    todo = [s for s in students if args.force or not journal.graded(s, stamps[s])]
-    if args.force:
-        journal.forget(todo)
-    if len(todo) < len(students):
-        print(f"{len(students) - len(todo)} submissions already graded with these settings: skipped "
-              "(--force regrades them)")
-    jobs = min(args.jobs or os.cpu_count() or 1, len(todo)) or 1
+    settings = {"device": args.device, "seed": args.seed, "timeout": args.timeout, "sandbox": not args.no_sandbox}
+    plans = {assignment: _plan(api, assignment, args, settings) for assignment in dict.fromkeys(args.assignment)}
+    total = sum(len(plan["todo"]) for plan in plans.values())
+    jobs = min(args.jobs or os.cpu_count() or 1, total) or 1
     parallel.serialise_gradebook(course / ".gradebook.lock")
 
-    def record(student: str, reason: str | None, repaired: list[str], seconds: float) -> None:
+    def record(assignment: str, student: str, reason: str | None, repaired: list[str], seconds: float) -> None:
         if reason:
-            _zero(api, args.assignment, student)
+            _zero(api, assignment, student)
         if repaired and not reason:
             reason = "repaired before grading: " + "; ".join(repaired)
-        score, max_score = _score(api, args.assignment, student)
-        journal.record(student, stamps[student], score=score, max_score=max_score, problem=reason or "",
-                       seconds=round(seconds, 2))
+        score, max_score = _score(api, assignment, student)
+        plans[assignment]["journal"].record(student, plans[assignment]["stamps"][student], score=score,
+                                            max_score=max_score, problem=reason or "", seconds=round(seconds, 2))
 
-    bar = tqdm(total=len(todo), desc=f"autograde {args.assignment} on {args.device} ({jobs} at once)",
+    bar = tqdm(total=total, desc=f"autograde {' '.join(plans)} on {args.device} ({jobs} at once)",
                unit="submission")
     if jobs == 1:
-        for student in todo:
-            start = time.perf_counter()
-            record(student, *grade_one(api, args.assignment, student), time.perf_counter() - start)
-            bar.update()
-    elif todo:
-        grader = SandboxGrade(config=api.config)  # the reference runs once, here, for every worker
-        with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
-            notebooks = [nb.name for nb in gb.find_assignment(args.assignment).notebooks]
-        for name in notebooks:
-            grader.reference(args.assignment, name)
-        overrides = {"SandboxGrade": {k: getattr(grader, k) for k in
+        for assignment, plan in plans.items():
+            for student in plan["todo"]:
+                start = time.perf_counter()
+                record(assignment, student, *grade_one(api, assignment, student), time.perf_counter() - start)
+                bar.update()
+    elif total:
+        overrides = {"SandboxGrade": {k: getattr(api.config.SandboxGrade, k) for k in
                                       ("device", "seed", "call_timeout", "cell_timeout", "sandbox")}}
         context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=parallel.init_worker,
-                                 initargs=(course, overrides, dict(_REFERENCE_CACHE))) as pool:
-            for future in as_completed([pool.submit(parallel.grade_in_worker, args.assignment, s)
-                                        for s in todo]):
-                student, reason, repaired, seconds = future.result()
-                record(student, reason, repaired, seconds)
+                                 initargs=(course, overrides)) as pool:
+            work = {assignment: (plan["notebooks"], plan["todo"]) for assignment, plan in plans.items()}
+            for assignment, student, reason, repaired, seconds in parallel.grade_all(pool, work):
+                record(assignment, student, reason, repaired, seconds)
                 bar.update()
     bar.close()
-    rows = [(s, e["score"], e["max_score"], e["problem"], e["seconds"])
-            for s in students for e in [journal.done[s]]]
-    summary = course / f"autograde-{args.assignment}.csv"
+    for assignment, plan in plans.items():
+        _summary(course, assignment, [(s, e["score"], e["max_score"], e["problem"], e["seconds"])
+                                      for s in plan["students"] for e in [plan["journal"].done[s]]])
+
+
+def _summary(course: Path, assignment: str, rows: list[tuple]) -> None:
+    """``autograde-ASSIGNMENT.csv`` (student, score, max_score, problem, seconds), and the same on screen."""
+    summary = course / f"autograde-{assignment}.csv"
     with summary.open("w", newline="") as f:
         csv.writer(f).writerows([("student", "score", "max_score", "problem", "seconds"), *rows])
     width = max(len(s) for s, *_ in rows)
@@ -301,8 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     p = steps.add_parser("collect", help="copy submissions named <student>.ipynb into submitted/")
     p.add_argument("assignment")
     p.add_argument("folder")
-    p = steps.add_parser("autograde", help="grade every submission of an assignment")
-    p.add_argument("assignment")
+    p = steps.add_parser("autograde", help="grade every submission of one or more assignments")
+    p.add_argument("assignment", nargs="+", help="one or more assignments (their submissions share the workers)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden random inputs")
     p.add_argument("--student", nargs="*", help="grade only these students")

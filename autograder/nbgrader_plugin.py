@@ -64,18 +64,22 @@ class SandboxGrade(NbGraderPreprocessor):
         return Limits(cell_timeout=self.cell_timeout, call_timeout=self.call_timeout,
                       memory_mb=self.memory_mb, sandbox=self.sandbox)
 
+    def reference_key(self, assignment: str, notebook: str) -> tuple:
+        """What a reference result depends on: the reference file (and its version), device, seed."""
+        coursedir = CourseDirectory(config=self.config)
+        path = Path(coursedir.format_path(coursedir.source_directory, ".", assignment)) / f"{notebook}.ipynb"
+        return str(path.resolve()), path.stat().st_mtime_ns, self.device, self.seed
+
     def reference(self, assignment: str, notebook: str) -> tuple:
         """(checks module, reference results) of one notebook: computed once per process, or
-        handed in by ``autograde --jobs``'s parent through ``_REFERENCE_CACHE``."""
-        coursedir = CourseDirectory(config=self.config)
-        source = Path(coursedir.format_path(coursedir.source_directory, ".", assignment))
-        reference_path = source / f"{notebook}.ipynb"
-        reference = nbformat.read(reference_path, as_version=4)
+        handed in by ``autograde --jobs`` through ``_REFERENCE_CACHE``."""
+        key = self.reference_key(assignment, notebook)
+        path = Path(key[0])
+        reference = nbformat.read(path, as_version=4)
         tests = importlib.import_module(reference.metadata["autograder"]["tests"])
-        key = (str(reference_path.resolve()), reference_path.stat().st_mtime_ns, self.device, self.seed)
         if key not in _REFERENCE_CACHE:
             _REFERENCE_CACHE[key] = reference_results(reference, tests, device=self.device, seed=self.seed,
-                                                      limits=self.limits(), files=_data_files(source))
+                                                      limits=self.limits(), files=_data_files(path.parent))
         return tests, _REFERENCE_CACHE[key]
 
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict):

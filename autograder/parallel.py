@@ -1,9 +1,10 @@
 """Grading many submissions at once, and picking a killed run up where it stopped.
 
 ``autograde --jobs N`` grades N submissions at a time in worker processes, each running
-nbgrader's own autograde (sandbox included) on one submission. The reference results are
-computed once by the parent and handed to every worker. nbgrader opens the gradebook for a
-few short transactions per submission; :func:`serialise_gradebook` makes every process take
+nbgrader's own autograde (sandbox included) on one submission. Each reference notebook runs
+once per run, as one of the pool's first tasks, and its results travel with the submissions'
+tasks (:func:`grade_all`). nbgrader opens the gradebook for a few short transactions per
+submission; :func:`serialise_gradebook` makes every process take
 one file lock for as long as it holds a gradebook open, so writes never interleave (SQLite
 would otherwise answer "database is locked"). A worker dies with the parent (and its sandboxed
 kernels with it: bubblewrap's ``--die-with-parent``).
@@ -21,6 +22,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from pathlib import Path
 
 from nbgrader.api import Gradebook
@@ -72,23 +74,57 @@ def die_with_parent() -> None:
 _WORKER: dict = {}
 
 
-def init_worker(course: Path, overrides: dict, reference_cache: dict) -> None:
-    """Pool initialiser: one nbgrader API per worker, the parent's reference results, the lock."""
+def init_worker(course: Path, overrides: dict) -> None:
+    """Pool initialiser: one nbgrader API per worker, the gradebook lock, death with the parent."""
     from .cli import _api  # noqa: PLC0415 (cli imports this module)
-    from .nbgrader_plugin import _REFERENCE_CACHE  # noqa: PLC0415
 
     die_with_parent()
     serialise_gradebook(course / ".gradebook.lock")
-    _REFERENCE_CACHE.update(reference_cache)
     _WORKER["api"] = _api(course, **overrides)
 
 
-def grade_in_worker(assignment: str, student: str) -> tuple[str, str | None, list[str], float]:
-    from .cli import grade_one  # noqa: PLC0415
+def reference_in_worker(assignment: str, notebook: str) -> dict:
+    """Run one reference notebook's hidden cases; {cache key: results} for the submissions' tasks."""
+    from .nbgrader_plugin import SandboxGrade  # noqa: PLC0415
 
+    grader = SandboxGrade(config=_WORKER["api"].config)
+    return {grader.reference_key(assignment, notebook): grader.reference(assignment, notebook)[1]}
+
+
+def grade_in_worker(assignment: str, student: str, references: dict) -> tuple[str, str | None, list[str], float]:
+    from .cli import grade_one  # noqa: PLC0415
+    from .nbgrader_plugin import _REFERENCE_CACHE  # noqa: PLC0415
+
+    _REFERENCE_CACHE.update(references)
     start = time.perf_counter()
     reason, repaired = grade_one(_WORKER["api"], assignment, student)
     return student, reason, repaired, time.perf_counter() - start
+
+
+def grade_all(pool: Executor, work: dict[str, tuple[list[str], list[str]]]):
+    """Grade ``work`` (assignment → (its notebooks, the students to grade)) on ``pool``, yielding
+    ``(assignment, student, reason, repaired, seconds)`` as submissions finish.
+
+    Every assignment's reference notebooks run first, each once, as tasks of the pool (so the
+    workers are busy from the start); an assignment's submissions are queued, with its reference
+    results, as soon as those are in. A reference that fails raises here and ends the run."""
+    pending = {pool.submit(reference_in_worker, assignment, notebook): (assignment, None)
+               for assignment, (notebooks, students) in work.items() if students for notebook in notebooks}
+    references: dict[str, dict] = {assignment: {} for assignment in work}
+    missing = {assignment: len(notebooks) for assignment, (notebooks, _) in work.items()}
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            assignment, student = pending.pop(future)
+            if student is not None:
+                yield (assignment, *future.result())
+                continue
+            references[assignment].update(future.result())
+            missing[assignment] -= 1
+            if missing[assignment] == 0:
+                for student in work[assignment][1]:
+                    task = pool.submit(grade_in_worker, assignment, student, references[assignment])
+                    pending[task] = (assignment, student)
 
 
 class Journal:
