@@ -1,7 +1,8 @@
 """Grade a notebook: run each hidden case on the reference and on the student, compare here.
 
-Both notebooks run in their own :class:`~autograder.sandbox.NotebookProcess`; this module
-only builds inputs, collects results and judges them. Reference results are computed once
+Both notebooks run in their own :class:`~autograder.sandbox.NotebookProcess` (each starting
+the next notebook's kernel ahead of time); this module only builds inputs, collects results
+and judges them. Reference results are computed once
 per (reference notebook, device, seed) and kept in memory, so grading a class runs the
 reference once and no reference result is ever on disk while student code runs.
 """
@@ -85,7 +86,8 @@ def reference_results(reference: nbformat.NotebookNode, tests: ModuleType, *, de
     (``files``: the assignment's data files, copied into its working directory)."""
     inputs = _inputs(tests.CASES, seed)
     results = {}
-    with NotebookProcess(reference, device=device, limits=limits, skip_cell=is_test_cell, files=files) as ref:
+    with NotebookProcess(reference, device=device, limits=limits, skip_cell=is_test_cell, files=files,
+                         prestart=True) as ref:
         for (gid, i), args in inputs.items():
             result = ref.call(tests.CASES[gid][i].call, args)
             if result.error:
@@ -111,7 +113,8 @@ def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tupl
     inputs = _inputs(tests.CASES, seed)
     reports = {gid: CellReport(gid, points[gid]) for gid in tests.CASES if gid in points}
     hung: dict[str, CallResult] = {}  # a call that hung or crashed once is not tried again
-    with NotebookProcess(student, device=device, limits=limits, skip_cell=is_test_cell, files=files) as proc:
+    with NotebookProcess(student, device=device, limits=limits, skip_cell=is_test_cell, files=files,
+                         prestart=True) as proc:
         for (gid, i), args in inputs.items():
             if gid not in reports:
                 continue

@@ -1,8 +1,10 @@
 """Entry point of the sandboxed kernel: apply the resource limits, then become an IPython kernel.
 
-Kept free of heavy imports (torch, nbclient) so the kernel starts as fast as a plain one;
 :mod:`autograder.sandbox` passes the limits through the environment and runs this module
-inside bubblewrap, which provides the isolation (see the README's "Security" section).
+inside bubblewrap, which provides the isolation (see the README's "Security" section). The
+kernel binds its sockets first and only then imports torch (every notebook of the course does,
+and it is most of a kernel's start-up), so a kernel started ahead of its notebook has that done
+by the time it is needed; the import leaves no name in the notebook's namespace.
 """
 
 import os
@@ -28,7 +30,7 @@ def main() -> None:
     _limit(resource.RLIMIT_FSIZE, MAX_FILE_BYTES)
     from ipykernel.kernelapp import launch_new_instance
 
-    launch_new_instance()
+    launch_new_instance(exec_lines=["import torch as _autograder_preload", "del _autograder_preload"])
 
 
 if __name__ == "__main__":

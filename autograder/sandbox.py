@@ -22,6 +22,7 @@ the notebook re-run without the cell that hung, so one bad cell costs only what 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import glob
 import io
@@ -382,15 +383,93 @@ class _LimitedClient(NotebookClient):
         return None
 
 
+class _Kernel:
+    """One kernel process in its own sandbox and cgroup, started before it is needed.
+
+    The constructor returns once the kernel's sockets exist; the kernel then goes on importing
+    torch (:mod:`autograder.kernel`), which is most of its start-up, while the grader does
+    other work. A kernel runs one notebook and is then shut down; none is ever reused."""
+
+    def __init__(self, device: str, limits: Limits):
+        self.device, self.limits = device, limits
+        self.tmp = Path(tempfile.mkdtemp(prefix="autograder-"))
+        self.cgroup: _Cgroup | None = None
+        # the kernel's working directory as the kernel sees it
+        self.scratch = SCRATCH if limits.sandbox else str(self.tmp / "work")
+        kernels = self.tmp / "kernels" / KERNEL_NAME
+        kernels.mkdir(parents=True)
+        env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
+        env.update(HOME=self.scratch, MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1",
+                   AUTOGRADER_MEMORY_MB="0" if torch.version.cuda else str(limits.memory_mb),
+                   # a CUDA build on CPU: cap the data (heap) instead, which its library mappings do not count in
+                   AUTOGRADER_DATA_MB=str(limits.memory_mb) if torch.version.cuda and device == "cpu" else "0",
+                   AUTOGRADER_CPU_SECONDS=str(limits.cpu_seconds),
+                   # outside a user namespace RLIMIT_NPROC would count all of this user's processes
+                   AUTOGRADER_PROCESSES=str(limits.processes) if limits.sandbox else "0")
+        command = [sys.executable, "-m", "autograder.kernel", "-f"]
+        if limits.sandbox:
+            env.update(TMPDIR="/tmp", PYTHONPATH=str(Path(package_dir()).parent))
+            connection = self.tmp / "connection.json"
+            self.cgroup = _Cgroup(limits)
+            command = [*self.cgroup.prefix,
+                       *bwrap_command(device.split(":")[0], str(connection), env), *command, CONNECTION]
+            km = SandboxKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=f"{SOCKETS}/ipc",
+                                      connection_file=str(connection))
+            km.context.setsockopt(zmq.RECONNECT_IVL, -1)
+            km.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        else:
+            (self.tmp / "work").mkdir()
+            command.append("{connection_file}")
+            km = AsyncKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=str(self.tmp / "ipc"))
+        (kernels / "kernel.json").write_text(json.dumps({
+            "argv": command, "display_name": "autograder sandbox", "language": "python", "env": env}))
+        km.kernel_spec_manager = KernelSpecManager(kernel_dirs=[str(kernels.parent)], ensure_native_kernel=False)
+        self.km = km
+        run_sync(km.start_kernel)(cwd=None if limits.sandbox else self.scratch)
+
+    def scratch_fd(self) -> int:
+        """An O_PATH descriptor of the kernel's working directory, seen from here (no link followed)."""
+        if self.limits.sandbox:
+            return os.open(SCRATCH.lstrip("/"), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           dir_fd=self.km.root_fd)
+        return os.open(self.scratch, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        """Kill the kernel (if it still runs) and remove everything it had on the host."""
+        try:
+            if self.km.has_kernel:
+                run_sync(self.km.shutdown_kernel)(now=True)
+        except Exception:
+            pass  # already dead
+        if isinstance(self.km, SandboxKernelManager):
+            self.km.close_root()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# (device, limits) → a kernel started for the next notebook (see NotebookProcess.prestart)
+_SPARE: dict[tuple[str, Limits], _Kernel] = {}
+
+
+@atexit.register
+def _close_spares() -> None:
+    while _SPARE:
+        _SPARE.popitem()[1].close()
+
+
 class NotebookProcess:
     """A notebook executed in a sandboxed, limited kernel; use as a context manager.
 
     ``files`` (host paths: the assignment's data files) are copied into the kernel's
-    working directory before its cells run."""
+    working directory before its cells run. With ``prestart`` (the grader's choice), once this
+    notebook's kernel runs, the next notebook's kernel is started in a sandbox of its own, so
+    that its start-up (mostly ``import torch``) overlaps with this notebook's work."""
 
-    def __init__(self, nb: nbformat.NotebookNode, *, device: str = "cpu",
-                 limits: Limits = Limits(), skip_cell=lambda cell: False, files: tuple = ()):
+    def __init__(self, nb: nbformat.NotebookNode, *, device: str = "cpu", limits: Limits = Limits(),
+                 skip_cell=lambda cell: False, files: tuple = (), prestart: bool = False):
         self.nb = nb
+        self.prestart = prestart
         self.device = device
         self.limits = limits
         self.skip_cell = skip_cell
@@ -398,11 +477,10 @@ class NotebookProcess:
         self._cell_problems: dict[int, str] = {}
         self._hung: set[int] = set()  # cells that timed out: not run again after a restart
         self._restarts = 0
+        self._kernel: _Kernel | None = None
         self._client: NotebookClient | None = None
         self._context = None
-        self._cgroup: _Cgroup | None = None
         self._scratch_fd: int | None = None  # the kernel's working directory, seen from here
-        self._tmp = Path(tempfile.mkdtemp(prefix="autograder-"))
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "NotebookProcess":
@@ -412,73 +490,40 @@ class NotebookProcess:
 
     def __exit__(self, *exc) -> None:
         self._stop()
-        shutil.rmtree(self._tmp, ignore_errors=True)
 
     @property
     def _scratch(self) -> str:
         """The kernel's working directory as the kernel sees it."""
-        return SCRATCH if self.limits.sandbox else str(self._tmp / "work")
+        return self._kernel.scratch
 
     def _start(self) -> None:
-        kernels = self._tmp / "kernels" / KERNEL_NAME
-        kernels.mkdir(parents=True, exist_ok=True)
-        env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
-        env.update(HOME=self._scratch, MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1",
-                   AUTOGRADER_MEMORY_MB="0" if torch.version.cuda else str(self.limits.memory_mb),
-                   # a CUDA build on CPU: cap the data (heap) instead, which its library mappings do not count in
-                   AUTOGRADER_DATA_MB=str(self.limits.memory_mb) if torch.version.cuda and self.device == "cpu" else "0",
-                   AUTOGRADER_CPU_SECONDS=str(self.limits.cpu_seconds),
-                   # outside a user namespace RLIMIT_NPROC would count all of this user's processes
-                   AUTOGRADER_PROCESSES=str(self.limits.processes) if self.limits.sandbox else "0")
-        command = [sys.executable, "-m", "autograder.kernel", "-f"]
-        if self.limits.sandbox:
-            env.update(TMPDIR="/tmp", PYTHONPATH=str(Path(package_dir()).parent))
-            connection = self._tmp / "connection.json"
-            self._cgroup = _Cgroup(self.limits)
-            command = [*self._cgroup.prefix,
-                       *bwrap_command(self.device.split(":")[0], str(connection), env), *command, CONNECTION]
-            km = SandboxKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=f"{SOCKETS}/ipc",
-                                      connection_file=str(connection))
-            km.context.setsockopt(zmq.RECONNECT_IVL, -1)
-            km.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-        else:
-            (self._tmp / "work").mkdir(exist_ok=True)
-            command.append("{connection_file}")
-            km = AsyncKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=str(self._tmp / "ipc"))
-        (kernels / "kernel.json").write_text(json.dumps({
-            "argv": command, "display_name": "autograder sandbox", "language": "python", "env": env}))
-        km.kernel_spec_manager = KernelSpecManager(kernel_dirs=[str(kernels.parent)], ensure_native_kernel=False)
+        key = (self.device, self.limits)
+        self._kernel = _SPARE.pop(key, None) or _Kernel(self.device, self.limits)
         self._client = _LimitedClient(
-            self.nb, km=km, kernel_name=KERNEL_NAME, timeout=int(self.limits.cell_timeout),
+            self.nb, km=self._kernel.km, kernel_name=KERNEL_NAME, timeout=int(self.limits.cell_timeout),
             allow_errors=True, interrupt_on_timeout=False, iopub_timeout=10, shutdown_kernel="immediate",
             resources={"metadata": {"path": self._scratch}})
-        self._context = self._client.setup_kernel(cwd=self._scratch if not self.limits.sandbox else None,
-                                                  cleanup_kc=True)  # we own km: shut it down
+        self._context = self._client.setup_kernel(cleanup_kc=True)  # we own km: shut it down
         self._context.__enter__()
-        if self.limits.sandbox:
-            self._scratch_fd = os.open(SCRATCH.lstrip("/"), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                       dir_fd=km.root_fd)
-        else:
-            self._scratch_fd = os.open(self._scratch, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._scratch_fd = self._kernel.scratch_fd()
         for path in self.files:
             write_new(self._scratch_fd, path.name, path.read_bytes())
+        if self.prestart and key not in _SPARE:
+            _SPARE[key] = _Kernel(self.device, self.limits)
 
     def _stop(self) -> None:
         if self._context is not None:
-            km = self._client.km
             try:
                 self._context.__exit__(None, None, None)
             except Exception:
-                pass  # a dead or hung kernel still gets killed by its manager's cleanup
+                pass  # a dead or hung kernel still gets killed below
             self._context = None
-            if isinstance(km, SandboxKernelManager):
-                km.close_root()
         if self._scratch_fd is not None:
             os.close(self._scratch_fd)
             self._scratch_fd = None
-        if self._cgroup is not None:
-            self._cgroup.remove()
-            self._cgroup = None
+        if self._kernel is not None:
+            self._kernel.close()
+            self._kernel = None
 
     def _restart(self) -> bool:
         """Kill the kernel and re-run the notebook, minus hung cells; False when out of restarts."""
