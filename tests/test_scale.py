@@ -1,5 +1,6 @@
 """Grading a class at scale: options where people type them, the instructor report, parallel and
-resumable grading. One small class of Chapter-1 submissions is graded a few ways."""
+resumable grading, kernels started ahead. One small class of Chapter-1 submissions is graded a
+few ways."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import psutil
 import pytest
 from nbgrader.api import Gradebook
 
+import nbformat
+
+from autograder import sandbox
 from conftest import ASSIGNMENT, ROOT, grade_class, make_submission, run_cli
 from test_grading import LOOP, OFF_BY_ONE
 
@@ -109,3 +113,43 @@ def test_a_killed_run_resumes_without_losing_or_duplicating_scores(course, grade
         submissions = gb.assignment_submissions(ASSIGNMENT)
         assert sorted(s.student.id for s in submissions) == sorted(graded)
         assert {s.student.id: s.score for s in submissions} == {s: r["score"] for s, r in graded.items()}
+
+
+def test_several_assignments_share_one_run_and_score_as_alone(course, graded, tmp_path):
+    other = "02-sequences"
+    shutil.copytree(ROOT / "solutions" / other, course / "solutions" / other)
+    run_cli(course, "generate", other)
+    for student, solved in (("ada", True), ("blank", False)):
+        nbformat.write(make_submission(course, assignment=other, solved=solved), tmp_path / f"{student}.ipynb")
+    run_cli(course, "collect", other, str(tmp_path))
+    result = run_cli(course, "autograde", ASSIGNMENT, other, "--student", *graded, "--timeout", "3",
+                     "--jobs", "2", "--force")
+    assert "4/6" not in result.stderr and "6/6" in result.stderr, result.stderr[-500:]  # one bar, both
+    summaries = {}
+    for assignment in (ASSIGNMENT, other):
+        with open(course / f"autograde-{assignment}.csv") as f:
+            summaries[assignment] = {row["student"]: float(row["score"]) for row in csv.DictReader(f)}
+    assert summaries[ASSIGNMENT] == {s: r["score"] for s, r in graded.items()}
+    assert summaries[other] == {"ada": 10.0, "blank": 0.0}
+
+
+def test_a_kernel_started_ahead_is_fresh_and_used_once():
+    """A notebook's kernel starts the next one's; what the first notebook did is not there."""
+    litter = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import builtins, os\n"
+        "open('/tmp/litter', 'w').write('x'); open('litter', 'w').write('x')\n"
+        "builtins.planted = 1; os.environ['PLANTED'] = '1'\n"
+        "def pid(): return os.getpid()")])
+    probe = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import builtins, os\n"
+        "def traces(): return [os.path.exists('/tmp/litter'), os.path.exists('litter'),\n"
+        "                      hasattr(builtins, 'planted'), 'PLANTED' in os.environ, 'torch' in dir()]")])
+    key = ("cpu", sandbox.Limits())
+    with sandbox.NotebookProcess(litter, prestart=True) as first:
+        assert first.call("pid", ()).error is None
+        spare = sandbox._SPARE[key]
+        assert spare is not first._kernel and spare.km.has_kernel
+    with sandbox.NotebookProcess(probe) as second:
+        assert second._kernel is spare and key not in sandbox._SPARE  # taken, not shared
+        assert second.call("traces", ()).value == [False, False, False, False, False]
+    assert not spare.km.has_kernel  # shut down with its notebook
