@@ -143,7 +143,8 @@ def test_a_kernel_started_ahead_is_fresh_and_used_once():
     probe = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import builtins, os\n"
         "def traces(): return [os.path.exists('/tmp/litter'), os.path.exists('litter'),\n"
-        "                      hasattr(builtins, 'planted'), 'PLANTED' in os.environ, 'torch' in dir()]")])
+        "                      hasattr(builtins, 'planted'), 'PLANTED' in os.environ,\n"
+        "                      'torch' in globals() or '_autograder_preload' in globals()]")])
     key = ("cpu", sandbox.Limits())
     with sandbox.NotebookProcess(litter, prestart=True) as first:
         assert first.call("pid", ()).error is None
