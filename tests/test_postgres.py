@@ -30,6 +30,16 @@ from conftest import ASSIGNMENT, ROOT, grade_class, make_submission, run_cli
 from test_grading import FULL, OFF_BY_ONE
 
 USER, DATABASE = "grader", "gradebook"
+# a student who knows where the gradebook's server is: full marks for everyone (the sandbox sees
+# neither the host's /tmp nor its network)
+TAMPER = """
+try:
+    import psycopg
+    with psycopg.connect(host={sockets!r}, user="grader", dbname="gradebook", autocommit=True) as db:
+        db.execute("UPDATE grade SET manual_score = 100")
+except Exception:
+    pass
+"""
 STUDENT_SCORES = """
     SELECT sa.student_id, SUM(COALESCE(g.manual_score, g.auto_score, 0) + COALESCE(g.extra_credit, 0))
     FROM submitted_assignment sa
@@ -102,11 +112,13 @@ def course(sockets, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def flow(course: Path, tmp_path_factory) -> dict[str, dict]:
-    """The README's whole instructor flow on three students; the autograde summary's rows."""
+def flow(course: Path, sockets: Path, tmp_path_factory) -> dict[str, dict]:
+    """The README's whole instructor flow on three students (one also tries to rewrite the
+    gradebook); the autograde summary's rows."""
     run_cli(course, "generate", ASSIGNMENT)
     submissions = {"correct": make_submission(course),
-                   "offbyone": make_submission(course, replace={"one_hot": OFF_BY_ONE}),
+                   "offbyone": make_submission(course, replace={"one_hot": OFF_BY_ONE},
+                                                   extra_cells=[TAMPER.format(sockets=str(sockets))]),
                    "blank": make_submission(course, solved=False)}
     graded = grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"), "--jobs", "2")
     run_cli(course, "report", ASSIGNMENT)
@@ -129,17 +141,16 @@ def test_instructor_flow_keeps_the_grades_in_postgresql(course, sockets, flow):
     assert all((course / "feedback" / s / ASSIGNMENT / "tokens.html").is_file() for s in exported)
 
 
-def test_graders_on_other_connections_wait_for_the_advisory_lock(course, sockets, flow):
-    """Another machine's grader is another connection: while one holds the lock, a grader's
+def test_graders_on_other_connections_wait_for_the_advisory_lock(sockets, tmp_path):
+    """Another machine's grader is another connection: while it holds the lock, a grader's
     gradebook waits for it."""
-    opener = ("import sys; from pathlib import Path; from autograder import parallel\n"
-              "from nbgrader.api import Gradebook\n"
-              "parallel.serialise_gradebook(Path(sys.argv[2]) / '.gradebook.lock')\n"
-              "with Gradebook(sys.argv[1], 'one-hot-to-kv-cache') as gb:\n"
-              "    print(gb.find_submission('01-tokens', 'correct').score)")
+    opener = ("import sys; from autograder import parallel; from nbgrader.api import Gradebook\n"
+              "parallel.serialise_gradebook(sys.argv[2])\n"
+              "with Gradebook(sys.argv[1]) as gb:\n"
+              "    print(gb.course_id)")
     with _connect(sockets) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_KEY,))
-        grader = subprocess.Popen([sys.executable, "-c", opener, _url(sockets), str(course)], stdout=subprocess.PIPE, text=True)
+        grader = subprocess.Popen([sys.executable, "-c", opener, _url(sockets), str(tmp_path / ".gradebook.lock")], stdout=subprocess.PIPE, text=True)
         waiting = 0
         for _ in range(300):
             waiting = other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")\
@@ -150,7 +161,8 @@ def test_graders_on_other_connections_wait_for_the_advisory_lock(course, sockets
         assert waiting == 1 and grader.poll() is None
         other.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
     out, _ = grader.communicate(timeout=120)
-    assert grader.returncode == 0 and float(out) == FULL, out
+    assert grader.returncode == 0 and out.strip() == "default_course", out
+    assert not (tmp_path / ".gradebook.lock").exists()
 
 
 def _free_port() -> int:
