@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -150,7 +151,8 @@ def test_graders_on_other_connections_wait_for_the_advisory_lock(sockets, tmp_pa
               "    print(gb.course_id)")
     with _connect(sockets) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_KEY,))
-        grader = subprocess.Popen([sys.executable, "-c", opener, _url(sockets), str(tmp_path / ".gradebook.lock")], stdout=subprocess.PIPE, text=True)
+        grader = subprocess.Popen([sys.executable, "-c", opener, _url(sockets), str(tmp_path / ".gradebook.lock")],
+                                  stdout=subprocess.PIPE, text=True)
         waiting = 0
         for _ in range(300):
             waiting = other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")\
@@ -180,9 +182,9 @@ def test_nbgrader_and_the_formgrader_use_the_same_database(course, sockets, flow
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def api(path: str, body: dict | None = None):
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/formgrader/api/{path}", method="PUT" if body else "GET",
-                                         data=json.dumps(body).encode() if body else None,
-                                         headers={"Authorization": f"token {token}"})
+        data = json.dumps(body).encode() if body else None
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/formgrader/api/{path}", data=data,
+                                         method="PUT" if body else "GET", headers={"Authorization": f"token {token}"})
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.load(response)
 
@@ -191,8 +193,12 @@ def test_nbgrader_and_the_formgrader_use_the_same_database(course, sockets, flow
             try:
                 submissions = api(f"submissions/{ASSIGNMENT}")
                 break
-            except OSError:
+            except urllib.error.HTTPError:
+                raise
+            except OSError:  # not listening yet
                 time.sleep(0.1)
+        else:
+            pytest.fail("the Jupyter server with the formgrader did not answer within a minute")
         assert {s["student"]: s["score"] for s in submissions} == {s: r["score"] for s, r in flow.items()}
         with _connect(sockets) as db:
             (grade_id,) = db.execute("SELECT g.id FROM grade g JOIN submitted_notebook sn ON g.notebook_id = sn.id "
