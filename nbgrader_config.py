@@ -13,6 +13,7 @@ c.CourseDirectory.course_id = "one-hot-to-kv-cache"
 c.CourseDirectory.source_directory = "solutions"   # reference notebooks, nbgrader source format
 c.CourseDirectory.release_directory = "exercises"  # student versions, generated, never hand-edited
 # submitted/, autograded/, feedback/ and gradebook.db keep nbgrader's default names (git-ignored).
+# The gradebook is SQLite; for PostgreSQL set c.CourseDirectory.db_url (README, "Database").
 
 # Repair what students' editors do to a notebook (pasted cells, stripped metadata, deleted test
 # cells) before nbgrader's own checks, which would otherwise fail on the whole notebook.

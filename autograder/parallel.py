@@ -4,10 +4,11 @@
 nbgrader's own autograde (sandbox included) on one submission. Each reference notebook runs
 once per run, as one of the pool's first tasks, and its results travel with the submissions'
 tasks (:func:`grade_all`). nbgrader opens the gradebook for a few short transactions per
-submission; :func:`serialise_gradebook` makes every process take
-one file lock for as long as it holds a gradebook open, so writes never interleave (SQLite
-would otherwise answer "database is locked"). A worker dies with the parent (and its sandboxed
-kernels with it: bubblewrap's ``--die-with-parent``).
+submission; :func:`serialise_gradebook` makes every process hold one lock for as long as it has
+a gradebook open, so writes never interleave: a file lock for SQLite (which would otherwise
+answer "database is locked"), a PostgreSQL advisory lock for a PostgreSQL gradebook, which
+serialises graders on every machine that uses the database. A worker dies with the parent (and
+its sandboxed kernels with it: bubblewrap's ``--die-with-parent``).
 
 The journal (``.autograde-ASSIGNMENT.jsonl`` in the course directory) gets one line per
 submission after its scores are committed; a later run skips what it lists for the same
@@ -26,40 +27,87 @@ from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from pathlib import Path
 
 from nbgrader.api import Gradebook
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
-_LOCK = {"fd": None, "held": 0}
+# nbgrader's find-or-create (the course row, students, submissions) is a read, then an insert:
+# two writers at once could both insert. Every grader of a database takes this advisory lock.
+ADVISORY_KEY = int.from_bytes(b"nbgrader", "big")
+
+
+class _Lock:
+    """Counted, so that a gradebook opened while another is open does not release the lock."""
+
+    held = 0
+
+    def enter(self) -> None:
+        if self.held == 0:
+            self.acquire()
+        self.held += 1
+
+    def exit(self) -> None:
+        self.held -= 1
+        if self.held == 0:
+            self.release()
+
+
+class _FileLock(_Lock):
+    """SQLite: one writer per gradebook file, so one lock file in the course for every process."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acquire(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+class _AdvisoryLock(_Lock):
+    """PostgreSQL: a session-level advisory lock on a connection of its own, kept open by this
+    process; the server drops the lock when the process dies, on whichever machine it ran."""
+
+    def __init__(self, db_url: str):
+        engine = create_engine(db_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        self.connection = engine.connect()
+
+    def acquire(self) -> None:
+        self.connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_KEY})
+
+    def release(self) -> None:
+        self.connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_KEY})
+
+
+_LOCKS: dict[str, _Lock] = {}  # db_url -> its lock, made on first use
 
 
 def serialise_gradebook(lock_path: Path) -> None:
-    """From now on, this process holds ``lock_path`` exclusively while any gradebook is open."""
-    if _LOCK["fd"] is not None:
+    """From now on, this process holds its database's lock while any gradebook is open
+    (``lock_path``: the lock file used for a SQLite gradebook)."""
+    if getattr(Gradebook, "serialised", False):
         return
-    _LOCK["fd"] = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     init, close = Gradebook.__init__, Gradebook.close
 
-    def locked_init(self, *args, **kwargs):
-        if _LOCK["held"] == 0:
-            fcntl.flock(_LOCK["fd"], fcntl.LOCK_EX)
-        _LOCK["held"] += 1
+    def locked_init(self, db_url, *args, **kwargs):
+        if db_url not in _LOCKS:
+            postgres = make_url(db_url).get_backend_name() == "postgresql"
+            _LOCKS[db_url] = _AdvisoryLock(db_url) if postgres else _FileLock(lock_path)
+        self._lock = _LOCKS[db_url]
+        self._lock.enter()
         try:
-            init(self, *args, **kwargs)
+            init(self, db_url, *args, **kwargs)
         except BaseException:
-            _release()
+            self._lock.exit()
             raise
 
     def locked_close(self):
         try:
             close(self)
         finally:
-            _release()
+            self._lock.exit()
 
-    Gradebook.__init__, Gradebook.close = locked_init, locked_close
-
-
-def _release() -> None:
-    _LOCK["held"] -= 1
-    if _LOCK["held"] == 0:
-        fcntl.flock(_LOCK["fd"], fcntl.LOCK_UN)
+    Gradebook.__init__, Gradebook.close, Gradebook.serialised = locked_init, locked_close, True
 
 
 def die_with_parent() -> None:
