@@ -212,7 +212,8 @@ def autograde(api: NbGraderAPI, args) -> None:
         plans[assignment]["journal"].record(student, plans[assignment]["stamps"][student], score=score,
                                             max_score=max_score, problem=reason or "", seconds=round(seconds, 2))
 
-    bar = tqdm(total=total, desc=f"autograde {' '.join(plans)} on {args.device} ({jobs} at once)",
+    names = " ".join(plans) if len(plans) <= 2 else f"{len(plans)} assignments"
+    bar = tqdm(total=total, desc=f"autograde {names} on {args.device} ({jobs} at once)",
                unit="submission")
     if jobs == 1:
         for assignment, plan in plans.items():

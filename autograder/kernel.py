@@ -7,6 +7,7 @@ and it is most of a kernel's start-up), so a kernel started ahead of its noteboo
 by the time it is needed; the import leaves no name in the notebook's namespace.
 """
 
+import logging
 import os
 import resource
 
@@ -30,7 +31,9 @@ def main() -> None:
     _limit(resource.RLIMIT_FSIZE, MAX_FILE_BYTES)
     from ipykernel.kernelapp import launch_new_instance
 
-    launch_new_instance(exec_lines=["import torch as _autograder_preload", "del _autograder_preload"])
+    # CRITICAL: no connection banner or kernel log on the grader's terminal, for every kernel of a class
+    launch_new_instance(exec_lines=["import torch as _autograder_preload", "del _autograder_preload"],
+                        log_level=logging.CRITICAL)
 
 
 if __name__ == "__main__":
