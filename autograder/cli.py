@@ -2,7 +2,8 @@
 
     python -m autograder generate  ASSIGNMENT              # solutions/ -> exercises/ (+ gradebook)
     python -m autograder collect   ASSIGNMENT FOLDER       # FOLDER/<student>.ipynb -> submitted/
-    python -m autograder autograde ASSIGNMENT [--jobs N]   # submitted/ -> autograded/ + gradebook
+    python -m autograder autograde ASSIGNMENT [--jobs N | --scheduler ADDRESS]
+                                                          # submitted/ -> autograded/ + gradebook
     python -m autograder feedback  ASSIGNMENT              # autograded/ -> feedback/ (HTML)
     python -m autograder export    [--to grades.csv]       # gradebook -> CSV
     python -m autograder report    ASSIGNMENT              # gradebook + reports -> HTML page + CSV
@@ -18,14 +19,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -159,6 +158,34 @@ def grade_one(api: NbGraderAPI, assignment: str, student: str) -> tuple[str | No
     return reason, repaired
 
 
+def grade_timed(api: NbGraderAPI, assignment: str, student: str) -> tuple[str, str | None, list[str], float]:
+    start = time.perf_counter()
+    return (student, *grade_one(api, assignment, student), time.perf_counter() - start)
+
+
+def _grade_all(api: NbGraderAPI, args, students: list[str], jobs: int):
+    """Grade ``students`` here (``--jobs 1``), in a local process pool or on a Dask cluster
+    (``--scheduler``); yield (student, reason, repairs, seconds) as each one is done."""
+    if not students or (jobs == 1 and not args.scheduler):
+        for student in students:
+            yield grade_timed(api, args.assignment, student)
+        return
+    grader = SandboxGrade(config=api.config)  # the reference runs once, here, for every worker
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
+        notebooks = [nb.name for nb in gb.find_assignment(args.assignment).notebooks]
+    for name in notebooks:
+        grader.reference(args.assignment, name)
+    overrides = {"SandboxGrade": {k: getattr(grader, k) for k in
+                                  ("device", "seed", "call_timeout", "cell_timeout", "sandbox")}}
+    work = (Path(api.coursedir.root), overrides, dict(_REFERENCE_CACHE), args.assignment, students)
+    if args.scheduler:
+        from .cluster import grade_on_cluster  # noqa: PLC0415 (dask only for --scheduler)
+
+        yield from grade_on_cluster(args.scheduler, *work)
+    else:
+        yield from parallel.grade_in_pool(jobs, *work)
+
+
 def _stamp(root: Path, student: str, assignment: str) -> str:
     """What identifies a hand-in: the timestamp collect wrote and the notebooks' sizes and mtimes."""
     folder = root / student / assignment
@@ -204,29 +231,11 @@ def autograde(api: NbGraderAPI, args) -> None:
         journal.record(student, stamps[student], score=score, max_score=max_score, problem=reason or "",
                        seconds=round(seconds, 2))
 
-    bar = tqdm(total=len(todo), desc=f"autograde {args.assignment} on {args.device} ({jobs} at once)",
-               unit="submission")
-    if jobs == 1:
-        for student in todo:
-            start = time.perf_counter()
-            record(student, *grade_one(api, args.assignment, student), time.perf_counter() - start)
-            bar.update()
-    elif todo:
-        grader = SandboxGrade(config=api.config)  # the reference runs once, here, for every worker
-        with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
-            notebooks = [nb.name for nb in gb.find_assignment(args.assignment).notebooks]
-        for name in notebooks:
-            grader.reference(args.assignment, name)
-        overrides = {"SandboxGrade": {k: getattr(grader, k) for k in
-                                      ("device", "seed", "call_timeout", "cell_timeout", "sandbox")}}
-        context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=parallel.init_worker,
-                                 initargs=(course, overrides, dict(_REFERENCE_CACHE))) as pool:
-            for future in as_completed([pool.submit(parallel.grade_in_worker, args.assignment, s)
-                                        for s in todo]):
-                student, reason, repaired, seconds = future.result()
-                record(student, reason, repaired, seconds)
-                bar.update()
+    where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{jobs} at once"
+    bar = tqdm(total=len(todo), desc=f"autograde {args.assignment} on {args.device} ({where})", unit="submission")
+    for student, reason, repaired, seconds in _grade_all(api, args, todo, jobs):
+        record(student, reason, repaired, seconds)
+        bar.update()
     bar.close()
     rows = [(s, e["score"], e["max_score"], e["problem"], e["seconds"])
             for s in students for e in [journal.done[s]]]
@@ -307,7 +316,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden random inputs")
     p.add_argument("--student", nargs="*", help="grade only these students")
     p.add_argument("--jobs", type=int, default=0,
-                   help="submissions graded at once (default: one per CPU core)")
+                   help="submissions graded at once on this machine (default: one per CPU core)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786) "
+                        "instead; its workers need this Python environment and the course directory "
+                        "at the same path (a shared file system), one thread each (--nthreads 1)")
     p.add_argument("--force", action="store_true",
                    help="regrade submissions this run's journal lists as already graded")
     p.add_argument("--timeout", type=float, default=30.0,

@@ -1,8 +1,9 @@
 """Grading many submissions at once, and picking a killed run up where it stopped.
 
 ``autograde --jobs N`` grades N submissions at a time in worker processes, each running
-nbgrader's own autograde (sandbox included) on one submission. The reference results are
-computed once by the parent and handed to every worker. nbgrader opens the gradebook for a
+nbgrader's own autograde (sandbox included) on one submission; ``--scheduler`` runs the same
+worker code on a Dask cluster (:mod:`autograder.cluster`). The reference results are computed
+once by the parent and handed to every worker. nbgrader opens the gradebook for a
 few short transactions per submission; :func:`serialise_gradebook` makes every process take
 one file lock for as long as it holds a gradebook open, so writes never interleave (SQLite
 would otherwise answer "database is locked"). A worker dies with the parent (and its sandboxed
@@ -18,9 +19,10 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import json
+import multiprocessing
 import os
 import signal
-import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from nbgrader.api import Gradebook
@@ -72,23 +74,39 @@ def die_with_parent() -> None:
 _WORKER: dict = {}
 
 
-def init_worker(course: Path, overrides: dict, reference_cache: dict) -> None:
-    """Pool initialiser: one nbgrader API per worker, the parent's reference results, the lock."""
+def prepare_worker(course: Path, overrides: dict, reference_cache: dict) -> None:
+    """One nbgrader API per worker process, the parent's reference results, the gradebook lock
+    (of one course for the process's life, hence the refusal to switch courses)."""
     from .cli import _api  # noqa: PLC0415 (cli imports this module)
     from .nbgrader_plugin import _REFERENCE_CACHE  # noqa: PLC0415
 
-    die_with_parent()
+    if _WORKER.setdefault("course", course) != course:
+        raise RuntimeError(f"this worker process graded {_WORKER['course']}: start new workers for {course}")
     serialise_gradebook(course / ".gradebook.lock")
     _REFERENCE_CACHE.update(reference_cache)
     _WORKER["api"] = _api(course, **overrides)
 
 
-def grade_in_worker(assignment: str, student: str) -> tuple[str, str | None, list[str], float]:
-    from .cli import grade_one  # noqa: PLC0415
+def init_worker(course: Path, overrides: dict, reference_cache: dict) -> None:
+    """Pool initialiser: the worker dies with the parent, then :func:`prepare_worker`."""
+    die_with_parent()
+    prepare_worker(course, overrides, reference_cache)
 
-    start = time.perf_counter()
-    reason, repaired = grade_one(_WORKER["api"], assignment, student)
-    return student, reason, repaired, time.perf_counter() - start
+
+def grade_in_worker(assignment: str, student: str) -> tuple[str, str | None, list[str], float]:
+    from .cli import grade_timed  # noqa: PLC0415
+
+    return grade_timed(_WORKER["api"], assignment, student)
+
+
+def grade_in_pool(jobs: int, course: Path, overrides: dict, reference_cache: dict, assignment: str,
+                  students: list[str]):
+    """Grade ``students`` in ``jobs`` local worker processes; yield each result as it comes."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
+                             initargs=(course, overrides, reference_cache)) as pool:
+        for future in as_completed([pool.submit(grade_in_worker, assignment, s) for s in students]):
+            yield future.result()
 
 
 class Journal:

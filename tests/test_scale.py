@@ -1,10 +1,12 @@
-"""Grading a class at scale: options where people type them, the instructor report, parallel and
-resumable grading. One small class of Chapter-1 submissions is graded a few ways."""
+"""Grading a class at scale: options where people type them, the instructor report, parallel,
+distributed (Dask) and resumable grading. One small class of Chapter-1 submissions is graded a
+few ways."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from distributed import Client, LocalCluster, get_task_stream
 from nbgrader.api import Gradebook
 
 from conftest import ASSIGNMENT, ROOT, grade_class, make_submission, run_cli
@@ -76,6 +79,23 @@ def test_two_jobs_give_exactly_the_scores_and_reports_of_one(course, graded, tmp
     assert {s: (r["score"], r["problem"], r["report"]) for s, r in again.items()} == \
            {s: (r["score"], r["problem"], r["report"]) for s, r in graded.items()}
     assert all(float(r["seconds"]) > 0 for r in again.values())
+
+
+def test_a_dask_cluster_gives_exactly_the_scores_and_reports_of_one_process(course, graded, tmp_path):
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
+        with get_task_stream(client) as tasks:
+            again = grade_class(course, ASSIGNMENT, {}, tmp_path, "--student", *graded, "--timeout", "3",
+                                "--scheduler", cluster.scheduler_address, "--force")
+        leftover = [p.cmdline() for w in workers for p in w.children(recursive=True)]
+        assert not leftover, f"outlived their submissions: {leftover}"  # bwrap, kernels
+    assert {s: (r["score"], r["problem"], r["report"]) for s, r in again.items()} == \
+           {s: (r["score"], r["problem"], r["report"]) for s, r in graded.items()}
+    graded_by = [t["worker"] for t in tasks.data if t["key"].startswith("_grade")]
+    assert len(graded_by) == len(graded) and len(set(graded_by)) == 2, graded_by
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"outlived the cluster: {[p.cmdline() for p in alive]}"
 
 
 def test_a_killed_run_resumes_without_losing_or_duplicating_scores(course, graded):
