@@ -13,12 +13,17 @@ nbgrader's API, the editor repairs and the gradebook lock are per process.
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from pathlib import Path
 
 from distributed import Client, WorkerPlugin, as_completed, get_worker
 
 from . import parallel, sandbox
+
+
+class _NoSandbox(RuntimeError):
+    """A worker where the sandbox cannot run: it grades nothing, and the run stops."""
 
 
 class _Grading(WorkerPlugin):
@@ -39,7 +44,7 @@ class _Grading(WorkerPlugin):
                 settings = self.overrides["SandboxGrade"]
                 problem = settings["sandbox"] and sandbox.sandbox_problem(settings["device"].split(":")[0])
                 if problem:
-                    raise RuntimeError(f"refusing to grade on {socket.gethostname()}: {problem}")
+                    raise _NoSandbox(f"worker {get_worker().address} on {socket.gethostname()}: {problem}")
                 parallel.prepare_worker(self.course, self.overrides, self.reference_cache)
                 self.ready = True
             return parallel.grade_in_worker(assignment, student)
@@ -54,5 +59,9 @@ def grade_on_cluster(address: str, course: Path, overrides: dict, reference_cach
     """Grade ``students`` on the cluster at ``address``; yield each result as it comes."""
     with Client(address) as client:
         client.register_plugin(_Grading(course, overrides, reference_cache))
-        for future in as_completed([client.submit(_grade, assignment, s, pure=False) for s in students]):
-            yield future.result()
+        try:
+            for future in as_completed([client.submit(_grade, assignment, s, pure=False) for s in students]):
+                yield future.result()
+        except _NoSandbox as exc:
+            sys.exit(f"refusing to grade: {exc}.\nRun `python -m autograder doctor` there, or grade "
+                     "without that worker.")

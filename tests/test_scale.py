@@ -19,6 +19,7 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 from nbgrader.api import Gradebook
 
+from autograder import sandbox
 from conftest import ASSIGNMENT, ROOT, grade_class, make_submission, run_cli
 from test_grading import LOOP, OFF_BY_ONE
 
@@ -81,21 +82,54 @@ def test_two_jobs_give_exactly_the_scores_and_reports_of_one(course, graded, tmp
     assert all(float(r["seconds"]) > 0 for r in again.values())
 
 
-def test_a_dask_cluster_gives_exactly_the_scores_and_reports_of_one_process(course, graded, tmp_path):
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A local Dask cluster of two worker processes; none of them outlives it."""
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
-        with get_task_stream(client) as tasks:
-            again = grade_class(course, ASSIGNMENT, {}, tmp_path, "--student", *graded, "--timeout", "3",
-                                "--scheduler", cluster.scheduler_address, "--force")
-        leftover = [p.cmdline() for w in workers for p in w.children(recursive=True)]
-        assert not leftover, f"outlived their submissions: {leftover}"  # bwrap, kernels
+        yield cluster, client, workers
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"outlived the cluster: {[p.cmdline() for p in alive]}"
+
+
+def test_a_dask_cluster_gives_exactly_the_scores_and_reports_of_one_process(course, graded, dask_cluster, tmp_path):
+    cluster, client, workers = dask_cluster
+    with get_task_stream(client) as tasks:
+        again = grade_class(course, ASSIGNMENT, {}, tmp_path, "--student", *graded, "--timeout", "3",
+                            "--scheduler", cluster.scheduler_address, "--force")
     assert {s: (r["score"], r["problem"], r["report"]) for s, r in again.items()} == \
            {s: (r["score"], r["problem"], r["report"]) for s, r in graded.items()}
     graded_by = [t["worker"] for t in tasks.data if t["key"].startswith("_grade")]
     assert len(graded_by) == len(graded) and len(set(graded_by)) == 2, graded_by
-    _, alive = psutil.wait_procs(workers, timeout=30)
-    assert not alive, f"outlived the cluster: {[p.cmdline() for p in alive]}"
+    leftover = [p.cmdline() for w in workers for p in w.children(recursive=True)]
+    assert not leftover, f"outlived their submissions: {leftover}"  # bwrap, kernels
+
+
+def test_a_dask_worker_without_the_sandbox_refuses_to_grade(course, graded, dask_cluster, tmp_path):
+    cluster, client, _ = dask_cluster
+    fake = tmp_path / "bwrap"  # fails as bubblewrap does without unprivileged user namespaces
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create a new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+
+    def use_bwrap(path: str | None) -> None:
+        """Every worker probes the sandbox afresh with this ``bwrap`` (None: the real one)."""
+        def there():
+            os.environ.pop("AUTOGRADER_BWRAP", None)
+            os.environ.update({"AUTOGRADER_BWRAP": path} if path else {})
+            sandbox.sandbox_problem.cache_clear()
+        client.run(there)
+
+    use_bwrap(str(fake))
+    try:
+        result = run_cli(course, "autograde", ASSIGNMENT, "--student", "ada", "--timeout", "3", "--force",
+                         "--scheduler", cluster.scheduler_address, check=False)
+    finally:
+        use_bwrap(None)
+    assert result.returncode == 1, result.stdout
+    assert "refusing to grade: worker tcp://" in result.stderr and "sysctl" in result.stderr, result.stderr
+    journal = (course / f".autograde-{ASSIGNMENT}.jsonl").read_text()
+    assert '"ada"' not in journal, journal
 
 
 def test_a_killed_run_resumes_without_losing_or_duplicating_scores(course, graded):
