@@ -82,6 +82,39 @@ def test_two_jobs_give_exactly_the_scores_and_reports_of_one(course, graded, tmp
     assert all(float(r["seconds"]) > 0 for r in again.values())
 
 
+def test_a_killed_run_resumes_without_losing_or_duplicating_scores(course, graded):
+    journal = course / f".autograde-{ASSIGNMENT}.jsonl"
+    command = [sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--course", str(course),
+               "--student", *graded, "--timeout", "3", "--jobs", "2", "--force"]
+    journal.unlink()
+    run = subprocess.Popen(command, cwd=course, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().strip()):
+        time.sleep(0.2)
+    assert run.poll() is None, "the run finished before it could be killed"
+    processes = psutil.Process(run.pid).children(recursive=True)  # workers, bwrap, kernels
+    assert len(processes) >= 2
+    run.kill()
+    run.wait()
+    _, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, f"outlived the run: {[p.cmdline() for p in alive]}"
+    recorded = {json.loads(line)["student"] for line in journal.read_text().splitlines()}
+    assert 1 <= len(recorded) < len(graded), recorded
+
+    result = run_cli(course, "autograde", ASSIGNMENT, "--student", *graded, "--timeout", "3", "--jobs", "2")
+    assert f"{len(recorded)} submissions already graded" in result.stdout, result.stdout
+    with open(course / f"autograde-{ASSIGNMENT}.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["student"] for r in rows) == sorted(graded)
+    assert {r["student"]: float(r["score"]) for r in rows} == {s: r["score"] for s, r in graded.items()}
+    entries = [json.loads(line)["student"] for line in journal.read_text().splitlines()]
+    assert sorted(entries) == sorted(graded), entries  # each graded once after the kill
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "one-hot-to-kv-cache") as gb:
+        submissions = gb.assignment_submissions(ASSIGNMENT)
+        assert sorted(s.student.id for s in submissions) == sorted(graded)
+        assert {s.student.id: s.score for s in submissions} == {s: r["score"] for s, r in graded.items()}
+
+
 @pytest.fixture(scope="module")
 def dask_cluster():
     """A local Dask cluster of two worker processes; none of them outlives it."""
@@ -130,36 +163,3 @@ def test_a_dask_worker_without_the_sandbox_refuses_to_grade(course, graded, dask
     assert "refusing to grade: worker tcp://" in result.stderr and "sysctl" in result.stderr, result.stderr
     journal = (course / f".autograde-{ASSIGNMENT}.jsonl").read_text()
     assert '"ada"' not in journal, journal
-
-
-def test_a_killed_run_resumes_without_losing_or_duplicating_scores(course, graded):
-    journal = course / f".autograde-{ASSIGNMENT}.jsonl"
-    command = [sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--course", str(course),
-               "--student", *graded, "--timeout", "3", "--jobs", "2", "--force"]
-    journal.unlink()
-    run = subprocess.Popen(command, cwd=course, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().strip()):
-        time.sleep(0.2)
-    assert run.poll() is None, "the run finished before it could be killed"
-    processes = psutil.Process(run.pid).children(recursive=True)  # workers, bwrap, kernels
-    assert len(processes) >= 2
-    run.kill()
-    run.wait()
-    _, alive = psutil.wait_procs(processes, timeout=30)
-    assert not alive, f"outlived the run: {[p.cmdline() for p in alive]}"
-    recorded = {json.loads(line)["student"] for line in journal.read_text().splitlines()}
-    assert 1 <= len(recorded) < len(graded), recorded
-
-    result = run_cli(course, "autograde", ASSIGNMENT, "--student", *graded, "--timeout", "3", "--jobs", "2")
-    assert f"{len(recorded)} submissions already graded" in result.stdout, result.stdout
-    with open(course / f"autograde-{ASSIGNMENT}.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert sorted(r["student"] for r in rows) == sorted(graded)
-    assert {r["student"]: float(r["score"]) for r in rows} == {s: r["score"] for s, r in graded.items()}
-    entries = [json.loads(line)["student"] for line in journal.read_text().splitlines()]
-    assert sorted(entries) == sorted(graded), entries  # each graded once after the kill
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "one-hot-to-kv-cache") as gb:
-        submissions = gb.assignment_submissions(ASSIGNMENT)
-        assert sorted(s.student.id for s in submissions) == sorted(graded)
-        assert {s.student.id: s.score for s in submissions} == {s: r["score"] for s, r in graded.items()}
