@@ -2,7 +2,8 @@
 
     python -m autograder generate  ASSIGNMENT              # solutions/ -> exercises/ (+ gradebook)
     python -m autograder collect   ASSIGNMENT FOLDER       # FOLDER/<student>.ipynb -> submitted/
-    python -m autograder autograde ASSIGNMENT… [--jobs N]  # submitted/ -> autograded/ + gradebook
+    python -m autograder autograde ASSIGNMENT… [--jobs N | --scheduler ADDRESS]
+                                                          # submitted/ -> autograded/ + gradebook
     python -m autograder feedback  ASSIGNMENT              # autograded/ -> feedback/ (HTML)
     python -m autograder export    [--to grades.csv]       # gradebook -> CSV
     python -m autograder report    ASSIGNMENT              # gradebook + reports -> HTML page + CSV
@@ -18,14 +19,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -159,6 +158,20 @@ def grade_one(api: NbGraderAPI, assignment: str, student: str) -> tuple[str | No
     return reason, repaired
 
 
+def grade_timed(api: NbGraderAPI, assignment: str, student: str) -> tuple[str, str | None, list[str], float]:
+    start = time.perf_counter()
+    return (student, *grade_one(api, assignment, student), time.perf_counter() - start)
+
+
+def _workers(args, jobs: int, course: Path, overrides: dict):
+    """Where ``--jobs``'s tasks run: a local process pool, or the Dask cluster of ``--scheduler``."""
+    if args.scheduler:
+        from .cluster import ClusterPool  # noqa: PLC0415 (dask only for --scheduler)
+
+        return ClusterPool(args.scheduler, course, overrides)
+    return parallel.local_pool(jobs, course, overrides)
+
+
 def _stamp(root: Path, student: str, assignment: str) -> str:
     """What identifies a hand-in: the timestamp collect wrote and the notebooks' sizes and mtimes."""
     folder = root / student / assignment
@@ -213,23 +226,20 @@ def autograde(api: NbGraderAPI, args) -> None:
                                             max_score=max_score, problem=reason or "", seconds=round(seconds, 2))
 
     names = " ".join(plans) if len(plans) <= 2 else f"{len(plans)} assignments"
-    bar = tqdm(total=total, desc=f"autograde {names} on {args.device} ({jobs} at once)",
-               unit="submission")
-    if jobs == 1:
+    where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{jobs} at once"
+    bar = tqdm(total=total, desc=f"autograde {names} on {args.device} ({where})", unit="submission")
+    if jobs == 1 and not args.scheduler:
         for assignment, plan in plans.items():
             for student in plan["todo"]:
-                start = time.perf_counter()
-                record(assignment, student, *grade_one(api, assignment, student), time.perf_counter() - start)
+                record(assignment, *grade_timed(api, assignment, student))
                 bar.update()
     elif total:
         overrides = {"SandboxGrade": {k: getattr(api.config.SandboxGrade, k) for k in
                                       ("device", "seed", "call_timeout", "cell_timeout", "sandbox")}}
-        context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=parallel.init_worker,
-                                 initargs=(course, overrides)) as pool:
-            work = {assignment: (plan["notebooks"], plan["todo"]) for assignment, plan in plans.items()}
-            for assignment, student, reason, repaired, seconds in parallel.grade_all(pool, work):
-                record(assignment, student, reason, repaired, seconds)
+        work = {assignment: (plan["notebooks"], plan["todo"]) for assignment, plan in plans.items()}
+        with _workers(args, jobs, course, overrides) as pool:
+            for assignment, *result in parallel.grade_all(pool, work):
+                record(assignment, *result)
                 bar.update()
     bar.close()
     for assignment, plan in plans.items():
@@ -316,7 +326,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden random inputs")
     p.add_argument("--student", nargs="*", help="grade only these students")
     p.add_argument("--jobs", type=int, default=0,
-                   help="submissions graded at once (default: one per CPU core)")
+                   help="submissions graded at once on this machine (default: one per CPU core)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786) "
+                        "instead; its workers need this Python environment and the course directory "
+                        "at the same path (a shared file system), one thread each (--nthreads 1)")
     p.add_argument("--force", action="store_true",
                    help="regrade submissions this run's journal lists as already graded")
     p.add_argument("--timeout", type=float, default=30.0,

@@ -1,7 +1,8 @@
 """Grading many submissions at once, and picking a killed run up where it stopped.
 
 ``autograde --jobs N`` grades N submissions at a time in worker processes, each running
-nbgrader's own autograde (sandbox included) on one submission. Each reference notebook runs
+nbgrader's own autograde (sandbox included) on one submission; ``--scheduler`` runs the same
+tasks on a Dask cluster (:mod:`autograder.cluster`). Each reference notebook runs
 once per run, as one of the pool's first tasks, and its results travel with the submissions'
 tasks (:func:`grade_all`). nbgrader opens the gradebook for a few short transactions per
 submission; :func:`serialise_gradebook` makes every process hold one lock for as long as it has
@@ -21,9 +22,9 @@ import ctypes
 import fcntl
 import json
 import os
+import multiprocessing
 import signal
-import time
-from concurrent.futures import FIRST_COMPLETED, Executor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from nbgrader.api import Gradebook
@@ -122,13 +123,21 @@ def die_with_parent() -> None:
 _WORKER: dict = {}
 
 
-def init_worker(course: Path, overrides: dict) -> None:
-    """Pool initialiser: one nbgrader API per worker, the gradebook lock, death with the parent."""
+def prepare_worker(course: Path, overrides: dict) -> None:
+    """One nbgrader API per worker process and the gradebook lock (of one course for the
+    process's life, hence the refusal to switch courses)."""
     from .cli import _api  # noqa: PLC0415 (cli imports this module)
 
-    die_with_parent()
+    if _WORKER.setdefault("course", course) != course:
+        raise RuntimeError(f"this worker process graded {_WORKER['course']}: start new workers for {course}")
     serialise_gradebook(course / ".gradebook.lock")
     _WORKER["api"] = _api(course, **overrides)
+
+
+def init_worker(course: Path, overrides: dict) -> None:
+    """Pool initialiser: the worker dies with the parent, then :func:`prepare_worker`."""
+    die_with_parent()
+    prepare_worker(course, overrides)
 
 
 def reference_in_worker(assignment: str, notebook: str) -> dict:
@@ -140,13 +149,17 @@ def reference_in_worker(assignment: str, notebook: str) -> dict:
 
 
 def grade_in_worker(assignment: str, student: str, references: dict) -> tuple[str, str | None, list[str], float]:
-    from .cli import grade_one  # noqa: PLC0415
+    from .cli import grade_timed  # noqa: PLC0415
     from .nbgrader_plugin import _REFERENCE_CACHE  # noqa: PLC0415
 
     _REFERENCE_CACHE.update(references)
-    start = time.perf_counter()
-    reason, repaired = grade_one(_WORKER["api"], assignment, student)
-    return student, reason, repaired, time.perf_counter() - start
+    return grade_timed(_WORKER["api"], assignment, student)
+
+
+def local_pool(jobs: int, course: Path, overrides: dict) -> ProcessPoolExecutor:
+    """``jobs`` worker processes on this machine, each dying with this one."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch
+    return ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker, initargs=(course, overrides))
 
 
 def grade_all(pool: Executor, work: dict[str, tuple[list[str], list[str]]]):

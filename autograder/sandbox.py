@@ -453,7 +453,8 @@ _SPARE: dict[tuple[str, Limits], _Kernel] = {}
 
 
 @atexit.register
-def _close_spares() -> None:
+def close_spares() -> None:
+    """Shut down the kernels started ahead (at exit, or when a Dask worker's run ends)."""
     while _SPARE:
         _SPARE.popitem()[1].close()
 

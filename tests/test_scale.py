@@ -1,11 +1,12 @@
-"""Grading a class at scale: options where people type them, the instructor report, parallel and
-resumable grading, kernels started ahead. One small class of Chapter-1 submissions is graded a
-few ways."""
+"""Grading a class at scale: options where people type them, the instructor report, parallel,
+distributed (Dask) and resumable grading, several assignments in one run, kernels started
+ahead. One small class of Chapter-1 submissions is graded a few ways."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
+from distributed import Client, LocalCluster, get_task_stream
 from nbgrader.api import Gradebook
-
-import nbformat
 
 from autograder import sandbox
 from conftest import ASSIGNMENT, ROOT, grade_class, make_submission, run_cli
@@ -154,3 +155,53 @@ def test_a_kernel_started_ahead_is_fresh_and_used_once():
         assert second._kernel is spare and key not in sandbox._SPARE  # taken, not shared
         assert second.call("traces", ()).value == [False, False, False, False, False]
     assert not spare.km.has_kernel  # shut down with its notebook
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A local Dask cluster of two worker processes; none of them outlives it."""
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
+        yield cluster, client, workers
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"outlived the cluster: {[p.cmdline() for p in alive]}"
+
+
+def test_a_dask_cluster_gives_exactly_the_scores_and_reports_of_one_process(course, graded, dask_cluster, tmp_path):
+    cluster, client, workers = dask_cluster
+    with get_task_stream(client) as tasks:
+        again = grade_class(course, ASSIGNMENT, {}, tmp_path, "--student", *graded, "--timeout", "3",
+                            "--scheduler", cluster.scheduler_address, "--force")
+    assert {s: (r["score"], r["problem"], r["report"]) for s, r in again.items()} == \
+           {s: (r["score"], r["problem"], r["report"]) for s, r in graded.items()}
+    graded_by = [t["worker"] for t in tasks.data if t["key"].startswith("grade_in_worker")]
+    assert len(graded_by) == len(graded) and len(set(graded_by)) == 2, graded_by
+    leftover = [p.cmdline() for w in workers for p in w.children(recursive=True)]
+    assert not leftover, f"outlived their submissions: {leftover}"  # bwrap, kernels
+
+
+def test_a_dask_worker_without_the_sandbox_refuses_to_grade(course, graded, dask_cluster, tmp_path):
+    cluster, client, _ = dask_cluster
+    fake = tmp_path / "bwrap"  # fails as bubblewrap does without unprivileged user namespaces
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create a new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+
+    def use_bwrap(path: str | None) -> None:
+        """Every worker probes the sandbox afresh with this ``bwrap`` (None: the real one)."""
+        def there():
+            os.environ.pop("AUTOGRADER_BWRAP", None)
+            os.environ.update({"AUTOGRADER_BWRAP": path} if path else {})
+            sandbox.sandbox_problem.cache_clear()
+        client.run(there)
+
+    use_bwrap(str(fake))
+    try:
+        result = run_cli(course, "autograde", ASSIGNMENT, "--student", "ada", "--timeout", "3", "--force",
+                         "--scheduler", cluster.scheduler_address, check=False)
+    finally:
+        use_bwrap(None)
+    assert result.returncode == 1, result.stdout
+    assert "refusing to grade: worker tcp://" in result.stderr and "sysctl" in result.stderr, result.stderr
+    journal = (course / f".autograde-{ASSIGNMENT}.jsonl").read_text()
+    assert '"ada"' not in journal, journal
