@@ -214,6 +214,8 @@ def autograde(api: NbGraderAPI, args) -> None:
     plans = {assignment: _plan(api, assignment, args, settings) for assignment in dict.fromkeys(args.assignment)}
     total = sum(len(plan["todo"]) for plan in plans.values())
     jobs = min(args.jobs or os.cpu_count() or 1, total) or 1
+    # kernels started ahead pay off where a core would idle; with every core grading they only compete
+    api.config.SandboxGrade.prestart = not args.scheduler and jobs < (os.cpu_count() or 1)
     parallel.serialise_gradebook(course / ".gradebook.lock")
 
     def record(assignment: str, student: str, reason: str | None, repaired: list[str], seconds: float) -> None:
@@ -235,7 +237,7 @@ def autograde(api: NbGraderAPI, args) -> None:
                 bar.update()
     elif total:
         overrides = {"SandboxGrade": {k: getattr(api.config.SandboxGrade, k) for k in
-                                      ("device", "seed", "call_timeout", "cell_timeout", "sandbox")}}
+                                      ("device", "seed", "call_timeout", "cell_timeout", "sandbox", "prestart")}}
         work = {assignment: (plan["notebooks"], plan["todo"]) for assignment, plan in plans.items()}
         with _workers(args, jobs, course, overrides) as pool:
             for assignment, *result in parallel.grade_all(pool, work):

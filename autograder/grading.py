@@ -1,8 +1,7 @@
 """Grade a notebook: run each hidden case on the reference and on the student, compare here.
 
-Both notebooks run in their own :class:`~autograder.sandbox.NotebookProcess` (each starting
-the next notebook's kernel ahead of time); this module only builds inputs, collects results
-and judges them. Reference results are computed once
+Both notebooks run in their own :class:`~autograder.sandbox.NotebookProcess`; this module
+only builds inputs, collects results and judges them. Reference results are computed once
 per (reference notebook, device, seed) and kept in memory, so grading a class runs the
 reference once and no reference result is ever on disk while student code runs.
 """
@@ -81,13 +80,14 @@ class ReferenceFailed(RuntimeError):
 
 
 def reference_results(reference: nbformat.NotebookNode, tests: ModuleType, *, device: str,
-                      seed: int, limits: Limits, files: tuple = ()) -> dict[tuple[str, int], Any]:
+                      seed: int, limits: Limits, files: tuple = (), prestart: bool = False) -> dict[tuple[str, int], Any]:
     """Run every case of ``tests.CASES`` on the reference notebook, in its own process
-    (``files``: the assignment's data files, copied into its working directory)."""
+    (``files``: the assignment's data files, copied into its working directory; ``prestart``:
+    start the next notebook's kernel meanwhile, see :class:`~autograder.sandbox.NotebookProcess`)."""
     inputs = _inputs(tests.CASES, seed)
     results = {}
     with NotebookProcess(reference, device=device, limits=limits, skip_cell=is_test_cell, files=files,
-                         prestart=True) as ref:
+                         prestart=prestart) as ref:
         for (gid, i), args in inputs.items():
             result = ref.call(tests.CASES[gid][i].call, args)
             if result.error:
@@ -108,13 +108,13 @@ def _explain(call_error: str) -> str:
 
 def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tuple[str, int], Any],
           points: dict[str, float], *, device: str, seed: int, limits: Limits,
-          files: tuple = ()) -> dict[str, CellReport]:
+          files: tuple = (), prestart: bool = False) -> dict[str, CellReport]:
     """Run the hidden cases on ``student`` (executed in place, so its cells keep their outputs)."""
     inputs = _inputs(tests.CASES, seed)
     reports = {gid: CellReport(gid, points[gid]) for gid in tests.CASES if gid in points}
     hung: dict[str, CallResult] = {}  # a call that hung or crashed once is not tried again
     with NotebookProcess(student, device=device, limits=limits, skip_cell=is_test_cell, files=files,
-                         prestart=True) as proc:
+                         prestart=prestart) as proc:
         for (gid, i), args in inputs.items():
             if gid not in reports:
                 continue

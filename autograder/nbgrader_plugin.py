@@ -57,6 +57,8 @@ class SandboxGrade(NbGraderPreprocessor):
     cell_timeout = Float(60.0, help="Seconds one notebook cell may run").tag(config=True)
     call_timeout = Float(30.0, help="Seconds one hidden-test call may run").tag(config=True)
     memory_mb = Int(4096, help="Memory limit of each notebook's kernel, in MB").tag(config=True)
+    prestart = Bool(True, help="Start the next notebook's kernel while this one is graded: faster where a "
+                               "CPU core would otherwise idle (autograde keeps it on only when --jobs < cores)").tag(config=True)
     sandbox = Bool(True, help="Run kernels in the bubblewrap sandbox; False (--no-sandbox) lets student "
                               "code read and write every file the grader's user can").tag(config=True)
 
@@ -79,7 +81,8 @@ class SandboxGrade(NbGraderPreprocessor):
         tests = importlib.import_module(reference.metadata["autograder"]["tests"])
         if key not in _REFERENCE_CACHE:
             _REFERENCE_CACHE[key] = reference_results(reference, tests, device=self.device, seed=self.seed,
-                                                      limits=self.limits(), files=_data_files(path.parent))
+                                                      limits=self.limits(), files=_data_files(path.parent),
+                                                      prestart=self.prestart)
         return tests, _REFERENCE_CACHE[key]
 
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict):
@@ -97,7 +100,7 @@ class SandboxGrade(NbGraderPreprocessor):
         if missing:
             raise ValueError(f"{tests.__name__} has no hidden cases for test cells {missing}")
         reports = grade(nb, tests, expected, cell_points(nb), device=self.device,
-                        seed=self.seed, limits=limits, files=_data_files(release))
+                        seed=self.seed, limits=limits, files=_data_files(release), prestart=self.prestart)
 
         notes = REPAIRS.get(_key(resources), [])
         for i, report in enumerate(reports.values()):
