@@ -67,21 +67,24 @@ def sockets() -> Path:
     the folder of its Unix socket. PostgreSQL refuses to run as root: then the ``postgres``
     system user runs it."""
     programs = _server_programs()
-    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = os.geteuid() == 0
+    # as root, run the server programs as `postgres` (no runuser/su needed), from a folder it may enter
+    as_owner = {"user": "postgres", "group": "postgres", "extra_groups": []} if root else {}
     base = Path(tempfile.mkdtemp(prefix="autograder-pg-"))  # not pytest's tmp: `postgres` cannot enter it
-    if as_owner:
+    if root:
         shutil.chown(base, "postgres")
     data = base / "data"
 
     def pg_ctl(*args: str) -> None:
-        result = subprocess.run([*as_owner, str(programs / "pg_ctl"), "-D", str(data), "-w", *args],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run([str(programs / "pg_ctl"), "-D", str(data), "-w", *args], cwd=base,
+                                capture_output=True, text=True, timeout=120, **as_owner)
         log = (base / "log").read_text() if (base / "log").exists() else ""
         assert result.returncode == 0, f"pg_ctl {args[-1]} failed:\n{result.stdout}{result.stderr}{log}"
 
     try:
-        result = subprocess.run([*as_owner, str(programs / "initdb"), "-D", str(data), "-U", "postgres",
-                                 "--auth=trust", "--no-sync"], capture_output=True, text=True, timeout=300)
+        result = subprocess.run([str(programs / "initdb"), "-D", str(data), "-U", "postgres",
+                                 "--auth=trust", "--no-sync"], cwd=base, capture_output=True, text=True,
+                                timeout=300, **as_owner)
         assert result.returncode == 0, f"initdb failed:\n{result.stdout}{result.stderr}"
         pg_ctl("-l", str(base / "log"), "-o", f"-k {base} -c listen_addresses=''", "start")
         with psycopg.connect(host=str(base), user="postgres", dbname="postgres", autocommit=True) as admin:
