@@ -145,3 +145,14 @@ def grade_class(course: Path, assignment: str, submissions: dict[str, nbformat.N
         path = course / "autograded" / student / assignment / notebook_of(assignment)
         row["report"] = reports(path) if path.exists() else {}
     return summary
+
+
+def grade_chapter(course: Path, assignment: str, mistakes: dict[str, tuple], downloads: Path) -> dict[str, dict]:
+    """Every chapter test's class, graded by :func:`grade_class`: the reference ("correct"), the
+    untouched exercise ("untouched") and one student per typical mistake (``mistakes``: student →
+    (the function or class replaced, the student's code for it, …))."""
+    submissions = {"correct": make_submission(course, assignment=assignment),
+                   "untouched": make_submission(course, assignment=assignment, solved=False),
+                   **{student: make_submission(course, assignment=assignment, replace={name: source})
+                      for student, (name, source, *_) in mistakes.items()}}
+    return grade_class(course, assignment, submissions, downloads)

@@ -1,6 +1,6 @@
 """Chapter 2 graded as a class: reference, untouched, and one typical mistake per exercise.
 
-One ``grade_class`` call grades every submission; the public checks are tested on the
+One ``grade_chapter`` call grades every submission; the public checks are tested on the
 reference (exec'd here) and on the same mistakes.
 """
 
@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 
 from autograder.chapters import ch02_sequences as checks
 from autograder.spec import CheckFailed
-from conftest import ROOT, grade_class, make_submission, reference_namespace
+from conftest import ROOT, grade_chapter, reference_namespace
 
 ASSIGNMENT = "02-sequences"
 FULL = 10.0
@@ -56,13 +56,7 @@ MISTAKES = {  # student -> (function, its code, the test cell it loses, words of
 
 @pytest.fixture(scope="module")
 def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
-    submissions = {
-        "correct": make_submission(course, assignment=ASSIGNMENT),
-        "untouched": make_submission(course, solved=False, assignment=ASSIGNMENT),
-    }
-    for student, (name, source, _, _) in MISTAKES.items():
-        submissions[student] = make_submission(course, replace={name: source}, assignment=ASSIGNMENT)
-    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"))
+    return grade_chapter(course, ASSIGNMENT, MISTAKES, tmp_path_factory.mktemp("downloads"))
 
 
 def test_reference_scores_full_marks(graded):

@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 
 from autograder.chapters import ch03_rnn as checks
 from autograder.spec import CheckFailed
-from conftest import ROOT, grade_class, make_submission, reference_namespace
+from conftest import ROOT, grade_chapter, reference_namespace
 
 ASSIGNMENT = "03-rnn"
 FULL = 10.0
@@ -77,11 +77,7 @@ POINTS = {"test_rnn_cell": 1, "test_rnn_forward": 2, "test_lstm_cell": 2, "test_
 
 @pytest.fixture(scope="module")
 def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
-    submissions = {"correct": make_submission(course, assignment=ASSIGNMENT),
-                   "untouched": make_submission(course, solved=False, assignment=ASSIGNMENT)}
-    for student, (name, code, _, _) in MISTAKES.items():
-        submissions[student] = make_submission(course, replace={name: code}, assignment=ASSIGNMENT)
-    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads-03"))
+    return grade_chapter(course, ASSIGNMENT, MISTAKES, tmp_path_factory.mktemp("downloads-03"))
 
 
 def test_points_sum_to_ten_and_match_the_cases():

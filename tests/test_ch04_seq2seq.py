@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 from autograder.chapters import ch04_seq2seq as checks
 from autograder.grading import _explain, _inputs
 from autograder.spec import CheckFailed
-from conftest import ROOT, grade_class, make_submission, reference_namespace
+from conftest import ROOT, grade_chapter, reference_namespace
 
 ASSIGNMENT = "04-seq2seq"
 FULL = 10.0
@@ -128,12 +128,7 @@ REVIEWED["length_without_eos"] = ("beam_search", REVIEWED["state_of_first_row"][
 
 @pytest.fixture(scope="module")
 def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
-    submissions = {
-        "correct": make_submission(course, assignment=ASSIGNMENT),
-        "untouched": make_submission(course, solved=False, assignment=ASSIGNMENT),
-    } | {student: make_submission(course, replace={name: code}, assignment=ASSIGNMENT)
-         for student, (name, code, _, _) in MISTAKES.items()}
-    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"))
+    return grade_chapter(course, ASSIGNMENT, MISTAKES, tmp_path_factory.mktemp("downloads"))
 
 
 def test_reference_scores_full_marks(graded):

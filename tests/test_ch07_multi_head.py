@@ -15,7 +15,7 @@ import torch
 
 from autograder.chapters import ch07_multi_head as checks
 from autograder.spec import CheckFailed
-from conftest import grade_class, make_submission, reference_namespace
+from conftest import grade_chapter, reference_namespace
 
 ASSIGNMENT = "07-multi-head"
 POINTS = {"test_split_merge_heads": 2.0, "test_multi_head_self_attention": 3.0,
@@ -124,15 +124,11 @@ def _cell_score(report: str) -> float:
 
 @pytest.fixture(scope="module")
 def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
-    submissions = {"reference": make_submission(course, assignment=ASSIGNMENT),
-                   "untouched": make_submission(course, solved=False, assignment=ASSIGNMENT)}
-    for student, (name, source, _, _) in MISTAKES.items():
-        submissions[student] = make_submission(course, replace={name: source}, assignment=ASSIGNMENT)
-    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"))
+    return grade_chapter(course, ASSIGNMENT, MISTAKES, tmp_path_factory.mktemp("downloads"))
 
 
 def test_reference_scores_full_marks(graded):
-    assert graded["reference"]["score"] == FULL, graded["reference"]["report"]
+    assert graded["correct"]["score"] == FULL, graded["correct"]["report"]
 
 
 def test_untouched_exercise_scores_zero_and_says_what_to_write(graded):

@@ -14,7 +14,7 @@ import torch
 
 from autograder.chapters import ch08_positions as checks
 from autograder.spec import CheckFailed
-from conftest import grade_class, make_submission, reference_namespace
+from conftest import grade_chapter, reference_namespace
 
 ASSIGNMENT = "08-positions"
 FULL = 10.0
@@ -126,13 +126,7 @@ PUBLIC_MISTAKES = {**MISTAKES, "table_swapped": ("sinusoidal_table", TABLE_SWAPP
 
 @pytest.fixture(scope="module")
 def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
-    submissions = {
-        "correct": make_submission(course, assignment=ASSIGNMENT),
-        "untouched": make_submission(course, solved=False, assignment=ASSIGNMENT),
-    }
-    for student, (name, source, _, _) in MISTAKES.items():
-        submissions[student] = make_submission(course, replace={name: source}, assignment=ASSIGNMENT)
-    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads08"))
+    return grade_chapter(course, ASSIGNMENT, MISTAKES, tmp_path_factory.mktemp("downloads08"))
 
 
 def test_reference_scores_full_marks(graded):

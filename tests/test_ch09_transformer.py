@@ -11,7 +11,7 @@ import torch
 
 from autograder.chapters import ch09_transformer as checks
 from autograder.spec import CheckFailed
-from conftest import grade_class, make_submission, reference_namespace
+from conftest import grade_chapter, reference_namespace
 
 ASSIGNMENT = "09-transformer"
 FULL = 10.0
@@ -123,13 +123,7 @@ CHECKS = {"test_layer_norm": ("check_layer_norm", "layer_norm"),
 
 @pytest.fixture(scope="module")
 def graded(course, tmp_path_factory) -> dict[str, dict]:
-    submissions = {
-        "correct": make_submission(course, assignment=ASSIGNMENT),
-        "untouched": make_submission(course, assignment=ASSIGNMENT, solved=False),
-        **{student: make_submission(course, assignment=ASSIGNMENT, replace={name: source})
-           for student, (name, source, _, _) in MISTAKES.items()},
-    }
-    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"))
+    return grade_chapter(course, ASSIGNMENT, MISTAKES, tmp_path_factory.mktemp("downloads"))
 
 
 def test_reference_scores_full_marks(graded):

@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 
 from autograder.chapters import ch10_gpt as checks
 from autograder.spec import CheckFailed
-from conftest import ROOT, grade_class, make_submission, reference_namespace
+from conftest import ROOT, grade_chapter, reference_namespace
 
 ASSIGNMENT = "10-gpt"
 FULL = 10.0
@@ -71,13 +71,7 @@ MISTAKES = {  # student -> (name replaced, source, graded cell, words of its hin
 
 @pytest.fixture(scope="module")
 def graded(course, tmp_path_factory) -> dict[str, dict]:
-    submissions = {
-        "correct": make_submission(course, assignment=ASSIGNMENT),
-        "untouched": make_submission(course, assignment=ASSIGNMENT, solved=False),
-        **{student: make_submission(course, assignment=ASSIGNMENT, replace={name: source})
-           for student, (name, source, _, _) in MISTAKES.items()},
-    }
-    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"))
+    return grade_chapter(course, ASSIGNMENT, MISTAKES, tmp_path_factory.mktemp("downloads"))
 
 
 def test_reference_scores_full_marks(graded):

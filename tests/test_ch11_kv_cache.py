@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 from autograder.chapters import ch11_kv_cache as checks
 from autograder.spec import CheckFailed
 from autograder.grading import _inputs
-from conftest import ROOT, grade_class, make_submission, reference_namespace
+from conftest import ROOT, grade_chapter, reference_namespace
 
 ASSIGNMENT = "11-kv-cache"
 FULL = 10.0
@@ -116,13 +116,7 @@ CHECKS = {"test_kv_cache": lambda ns: checks.check_kv_cache(ns["KVCache"]),
 
 @pytest.fixture(scope="module")
 def graded(course, tmp_path_factory) -> dict[str, dict]:
-    submissions = {
-        "correct": make_submission(course, assignment=ASSIGNMENT),
-        "untouched": make_submission(course, assignment=ASSIGNMENT, solved=False),
-        **{student: make_submission(course, assignment=ASSIGNMENT, replace={name: source})
-           for student, (name, source, _, _) in MISTAKES.items()},
-    }
-    return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"))
+    return grade_chapter(course, ASSIGNMENT, MISTAKES, tmp_path_factory.mktemp("downloads"))
 
 
 def test_reference_scores_full_marks(graded):
