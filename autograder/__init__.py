@@ -9,3 +9,9 @@
   results with the reference's, and nbgrader stores the scores in its gradebook.
 - :mod:`autograder.cli` — the instructor commands (``python -m autograder --help``).
 """
+
+import sys as _sys
+
+# jsonschema (through nbformat) imports rfc3987_syntax where installed, for IRI format checks that
+# notebook validation never makes; it builds a grammar at import: 1 s in every grading process.
+_sys.modules.setdefault("rfc3987_syntax", None)

@@ -307,6 +307,15 @@ def doctor(args) -> None:
           f"{sandbox.Limits().processes} processes, files {sandbox.MAX_FILE_BYTES // 2**20} MB; "
           f"writable tmpfs {sum(sandbox.TMPFS_MB.values())} MB")
     print(f"visible read-only: system folders and {', '.join(sandbox.visible_paths())}")
+    if problem is None:
+        how = ("forked from a zygote that imported torch once" if sandbox.forks_kernels(sandbox.Limits())
+               else "started by bubblewrap, each importing torch")
+        try:
+            with sandbox.NotebookProcess(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])):
+                print(f"kernels: {how}: ok")
+        except RuntimeError as exc:
+            problem = str(exc)
+            print(f"kernels: {how}: FAILED: {problem}")
     if problem:
         sys.exit("grading would be refused here (see above); `autograde --no-sandbox` grades unprotected")
     print("ok: autograde runs every kernel in the sandbox")

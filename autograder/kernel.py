@@ -1,10 +1,11 @@
 """Entry point of the sandboxed kernel: apply the resource limits, then become an IPython kernel.
 
-:mod:`autograder.sandbox` passes the limits through the environment and runs this module
-inside bubblewrap, which provides the isolation (see the README's "Security" section). The
-kernel binds its sockets first and only then imports torch (every notebook of the course does,
-and it is most of a kernel's start-up), so a kernel started ahead of its notebook has that done
-by the time it is needed; the import leaves no name in the notebook's namespace.
+:mod:`autograder.sandbox` passes the limits through the environment; bubblewrap provides the
+isolation (see the README's "Security" section). A kernel forked by :mod:`autograder.zygote`
+has torch imported already; one that bubblewrap starts (under systemd) binds its sockets first
+and only then imports torch (every notebook of the course does, and it is most of a kernel's
+start-up), so a kernel started ahead of its notebook has that done by the time it is needed.
+The import leaves no name in the notebook's namespace.
 """
 
 import logging

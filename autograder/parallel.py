@@ -18,18 +18,18 @@ submission and grading settings, unless ``--force``.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import os
 import multiprocessing
-import signal
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from nbgrader.api import Gradebook
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
+
+from .zygote import die_with_parent
 
 # nbgrader's find-or-create (the course row, students, submissions) is a read, then an insert:
 # two writers at once could both insert. Every grader of a database takes this advisory lock.
@@ -109,15 +109,6 @@ def serialise_gradebook(lock_path: Path) -> None:
             self._lock.exit()
 
     Gradebook.__init__, Gradebook.close, Gradebook.serialised = locked_init, locked_close, True
-
-
-def die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when the process that started it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    PR_SET_PDEATHSIG = 1
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before prctl
-        os._exit(1)
 
 
 _WORKER: dict = {}

@@ -1,7 +1,8 @@
 """Run a notebook in its own sandboxed kernel process and call its functions from outside.
 
 The grader never imports student code. A :class:`NotebookProcess` starts an IPython kernel
-(:mod:`autograder.kernel`) inside a bubblewrap sandbox, executes the notebook's code cells,
+(:mod:`autograder.kernel`, forked from a zygote that imported torch once: :mod:`autograder.zygote`)
+inside a fresh bubblewrap sandbox, executes the notebook's code cells,
 and then answers :meth:`NotebookProcess.call`: arguments go in through ``torch.save``, the
 result comes back through ``torch.load(weights_only=True)``, so nothing but tensors and plain
 Python data crosses the boundary. Whatever a student patches inside their kernel
@@ -31,6 +32,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -39,11 +41,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import nbformat
 import torch
 import zmq
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
@@ -51,6 +55,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 
 from .kernel import MAX_FILE_BYTES
+from .zygote import HOLD, READY, Zygote
 
 KERNEL_NAME = "autograder-sandbox"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -124,8 +129,9 @@ def visible_paths() -> list[str]:
 
 
 def bwrap_command(device_type: str = "cpu", connection_file: str | None = None,
-                  env: dict[str, str] | None = None) -> list[str]:
-    """The bubblewrap command line that a kernel's command is appended to."""
+                  env: dict[str, str] | None = None, as_pid_1: bool = False) -> list[str]:
+    """The bubblewrap command line that a kernel's command (or the zygote's holder, ``as_pid_1``)
+    is appended to."""
     args = [bwrap_path(), "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
             "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent",
             "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
@@ -151,7 +157,7 @@ def bwrap_command(device_type: str = "cpu", connection_file: str | None = None,
     args += ["--chdir", SCRATCH, "--clearenv"]
     for name, value in (env or {}).items():
         args += ["--setenv", name, value]
-    return [*args, "--remount-ro", "/dev", "--remount-ro", "/", "--"]
+    return [*args, "--remount-ro", "/dev", "--remount-ro", "/", *(["--as-pid-1"] if as_pid_1 else []), "--"]
 
 
 @functools.cache
@@ -278,8 +284,9 @@ def _child_pid(pid: int) -> int | None:
     return int(children[0]) if children else None
 
 
-async def _sandbox_root(process, sockets: list[str], timeout: float = 120) -> int:
-    """An O_PATH descriptor of the sandbox's root, once the kernel's sockets are there.
+async def _sandbox_root(process, ready, timeout: float = 120) -> tuple[int, int]:
+    """The host PID of the sandbox's PID 1 and an O_PATH descriptor of the sandbox's root, once
+    ``ready(root descriptor)`` is true (the kernel's sockets are there).
 
     bwrap's child (PID 1 of the sandbox) holds the sandbox's root; its descriptor stays valid
     for the kernel's life, whatever PIDs are reused later."""
@@ -297,16 +304,17 @@ async def _sandbox_root(process, sockets: list[str], timeout: float = 120) -> in
             if fd is not None:
                 info = os.fstat(fd)
                 pivoted = (info.st_dev, info.st_ino) != (host_root.st_dev, host_root.st_ino)
-                if pivoted and all(_is_socket(fd, s) for s in sockets):
-                    return fd
+                if pivoted and ready(fd):
+                    return child, fd
                 os.close(fd)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
     raise RuntimeError(f"the sandboxed kernel did not start within {timeout:g} s")
 
 
-def _is_socket(root_fd: int, path: str) -> bool:
+def _is(kind, root_fd: int, path: str) -> bool:
+    """Whether ``path`` (relative) in the sandbox is of ``kind`` (``stat.S_ISSOCK``...), no link followed."""
     try:
-        return stat.S_ISSOCK(os.stat(path, dir_fd=root_fd, follow_symlinks=False).st_mode)
+        return kind(os.stat(path, dir_fd=root_fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
 
@@ -316,14 +324,24 @@ class SandboxKernelManager(AsyncKernelManager):
 
     The connection file says ``ip = /run/kernel/ipc`` (the kernel's view); once the sockets
     exist, the grader's side connects to the same files through the sandbox's root. ZeroMQ
-    never reconnects, so a socket the student replaces later is never followed."""
+    never reconnects, so a socket the student replaces later is never followed.
+
+    With a ``zygote``, bubblewrap starts the zygote's holder, and once the sandbox is ready the
+    zygote forks the kernel into it (:mod:`autograder.zygote`)."""
 
     root_fd: int | None = None
+    zygote: Zygote | None = None
+    cgroups: list[str] = []  # the kernel's cgroup folders, which a forked kernel joins
 
     async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:
         await super()._async_launch_kernel(kernel_cmd, **kw)
+        process = self.provisioner.process
+        if self.zygote is not None:
+            holder, root = await _sandbox_root(process, lambda fd: _is(stat.S_ISREG, fd, READY[1:]))
+            os.close(root)
+            self.zygote.fork_into(holder, self.cgroups, SCRATCH, CONNECTION)
         sockets = [f"{SOCKETS[1:]}/ipc-{port}" for port in self.ports]
-        self.root_fd = await _sandbox_root(self.provisioner.process, sockets)
+        _, self.root_fd = await _sandbox_root(process, lambda fd: all(_is(stat.S_ISSOCK, fd, s) for s in sockets))
         self.ip = f"/proc/self/fd/{self.root_fd}{SOCKETS}/ipc"
 
     def cleanup_ipc_files(self) -> None:
@@ -333,6 +351,32 @@ class SandboxKernelManager(AsyncKernelManager):
         if self.root_fd is not None:
             os.close(self.root_fd)
             self.root_fd = None
+
+
+class ReadyClient(AsyncKernelClient):
+    """A kernel client that is ready when the kernel has answered ``kernel_info`` on the shell
+    channel and gone idle on IOPub. jupyter_client's own waits 0.2 s for IOPub to stay quiet,
+    a tenth of a submission's grading once kernels are forked."""
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        while time.monotonic() < deadline:
+            request = self.kernel_info()
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+                while True:  # IOPub is connected once it brings the idle status of this request
+                    msg = await self.iopub_channel.get_msg(timeout=0.2)
+                    if (msg["parent_header"].get("msg_id") == request and msg["msg_type"] == "status"
+                            and msg["content"]["execution_state"] == "idle"):
+                        if reply["parent_header"].get("msg_id") == request:
+                            self._handle_kernel_info_reply(reply)
+                            return
+                        break
+            except Empty:
+                pass  # no answer yet, or IOPub not connected: ask again
+            if not await self.is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+        raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
 
 
 @dataclass(frozen=True)
@@ -383,12 +427,24 @@ class _LimitedClient(NotebookClient):
         return None
 
 
+def forks_kernels(limits: Limits) -> bool:
+    """Whether sandboxed kernels are forked from a zygote (:mod:`autograder.zygote`): everywhere
+    but under systemd, whose scopes a forked process cannot join; there bubblewrap starts each
+    kernel's interpreter itself."""
+    return limits.sandbox and resource_control() != "systemd"
+
+
+# (device, limits) → the zygote the kernels are forked from
+_ZYGOTES: dict[tuple[str, Limits], Zygote] = {}
+
+
 class _Kernel:
     """One kernel process in its own sandbox and cgroup, started before it is needed.
 
-    The constructor returns once the kernel's sockets exist; the kernel then goes on importing
-    torch (:mod:`autograder.kernel`), which is most of its start-up, while the grader does
-    other work. A kernel runs one notebook and is then shut down; none is ever reused."""
+    The constructor returns once the kernel's sockets exist. A forked kernel has torch
+    imported already; one that bubblewrap started goes on importing it (:mod:`autograder.kernel`)
+    while the grader does other work. A kernel runs one notebook and is then shut down; none is
+    ever reused."""
 
     def __init__(self, device: str, limits: Limits):
         self.device, self.limits = device, limits
@@ -411,10 +467,20 @@ class _Kernel:
             env.update(TMPDIR="/tmp", PYTHONPATH=str(Path(package_dir()).parent))
             connection = self.tmp / "connection.json"
             self.cgroup = _Cgroup(limits)
+            zygote = None
+            if forks_kernels(limits):
+                if (device, limits) not in _ZYGOTES or _ZYGOTES[device, limits].process.poll() is not None:
+                    _ZYGOTES[device, limits] = Zygote(env)  # the first, or one that died (killed, out of memory)
+                zygote = _ZYGOTES[device, limits]
+                command = [sys.executable, "-I", "-S", "-c", HOLD]
+            else:
+                command.append(CONNECTION)
             command = [*self.cgroup.prefix,
-                       *bwrap_command(device.split(":")[0], str(connection), env), *command, CONNECTION]
+                       *bwrap_command(device.split(":")[0], str(connection), env, as_pid_1=bool(zygote)), *command]
             km = SandboxKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=f"{SOCKETS}/ipc",
                                       connection_file=str(connection))
+            km.zygote, km.cgroups = zygote, self.cgroup.folders
+            km.client_class = f"{__name__}.ReadyClient"
             km.context.setsockopt(zmq.RECONNECT_IVL, -1)
             km.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         else:
@@ -433,6 +499,19 @@ class _Kernel:
             return os.open(SCRATCH.lstrip("/"), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                            dir_fd=self.km.root_fd)
         return os.open(self.scratch, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def kill(self) -> None:
+        """SIGKILL the kernel's process (its sandbox and all in it die with it) and wait for it, so that
+        shutting the kernel down finds it dead (jupyter_client polls a live one every 0.1 s)."""
+        process = getattr(self.km.provisioner, "process", None)
+        if process is None or process.poll() is not None:
+            return
+        try:  # its process group, as jupyter_client does (without the sandbox, what the kernel started too)
+            group = os.getpgid(process.pid)
+            os.killpg(group, signal.SIGKILL) if group != os.getpgrp() else process.kill()
+        except ProcessLookupError:
+            pass
+        process.wait()
 
     def close(self) -> None:
         """Kill the kernel (if it still runs) and remove everything it had on the host."""
@@ -454,9 +533,11 @@ _SPARE: dict[tuple[str, Limits], _Kernel] = {}
 
 @atexit.register
 def close_spares() -> None:
-    """Shut down the kernels started ahead (at exit, or when a Dask worker's run ends)."""
+    """Shut down the kernels started ahead and the zygotes (at exit, or when a Dask worker's run ends)."""
     while _SPARE:
         _SPARE.popitem()[1].close()
+    while _ZYGOTES:
+        _ZYGOTES.popitem()[1].close()
 
 
 class NotebookProcess:
@@ -513,6 +594,8 @@ class NotebookProcess:
             _SPARE[key] = _Kernel(self.device, self.limits)
 
     def _stop(self) -> None:
+        if self._kernel is not None:
+            self._kernel.kill()
         if self._context is not None:
             try:
                 self._context.__exit__(None, None, None)

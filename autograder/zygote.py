@@ -1,0 +1,200 @@
+"""Kernels forked from an interpreter that has already imported torch, each in a fresh sandbox.
+
+Every notebook of the course imports torch, and a fresh interpreter spends about 1.5 s of CPU
+on it: most of what grading one submission costs. A zygote is a clean interpreter that the
+grading process starts with the kernels' environment; it imports torch and ipykernel once,
+never runs notebook code, and forks one kernel per notebook.
+
+The sandbox is still bubblewrap's, made fresh for every kernel (:func:`autograder.sandbox.bwrap_command`
+with ``--as-pid-1``): bubblewrap builds it around a holder (:data:`HOLD`), which becomes PID 1
+of the sandbox and writes ``ready`` once bubblewrap's setup is complete. The zygote's child
+then enters it before anything of the notebook runs (:func:`_enter`):
+
+1. it joins the holder's cgroups (the kernel's memory and process limits) and checks that its
+   cgroups are now exactly the holder's;
+2. it enters the parent of the holder's user namespace, the holder's mount, PID, network, IPC,
+   UTS and cgroup namespaces, and last the holder's own user namespace, the one in which
+   bubblewrap's ``--disable-userns`` forbids new user namespaces; it refuses if any of them is
+   its own (a holder that had not entered its sandbox), and checks that its root is the holder's;
+3. it drops every capability (bounding, ambient, effective, permitted, inheritable) and sets
+   ``no_new_privs``, as bubblewrap does;
+4. it forks the kernel, PID 2 of the sandbox, which starts a new session, keeps no descriptor
+   of the zygote's, and becomes :mod:`autograder.kernel`; the child itself exits.
+
+The kernel thus runs in the same namespaces, mounts, cgroups and limits as a kernel that
+bubblewrap started itself, with no privilege the zygote had. What it shares with the zygote is
+memory copied on write, that is the imported modules (nothing of a notebook, a grader or
+another student ever was in the zygote), and its parent outside the sandbox, which it cannot
+see. The holder exits when the kernel does, so the grader sees a dead kernel as before, and
+killing the sandbox (bubblewrap, then its PID 1) kills the kernel and all it started.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+
+# The sandbox's PID 1 until its kernel exits; reaps what the kernel orphans.
+READY = "/run/kernel/ready"
+HOLD = ("import os, select, signal, time\n"
+        "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+        f"open({READY!r}, 'x').close()\n"
+        "while True:\n"
+        "    try:\n"
+        "        kernel = os.pidfd_open(2)\n"
+        "        break\n"
+        "    except ProcessLookupError:\n"
+        "        time.sleep(0.005)\n"
+        "select.select([kernel], [], [])\n")
+
+_CLONE = {"user": 0x10000000, "mnt": 0x00020000, "pid": 0x20000000, "net": 0x40000000,
+          "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000}
+_NS_GET_PARENT = 0xB702
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 36, 38, 47
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the process that started it dies."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before prctl
+        os._exit(1)
+
+
+def _same(fd: int, path: str) -> bool:
+    a, b = os.fstat(fd), os.stat(path)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _drop_privileges(last_cap: int) -> None:
+    for cap in range(last_cap + 1):
+        _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "dropping the bounding set")
+    _check(_libc.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0), "clearing ambient capabilities")  # CLEAR_ALL
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "dropping capabilities")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "setting no_new_privs")
+
+
+def _enter(holder: int, cgroups: list[str]) -> None:
+    """Move this process into the sandbox whose PID 1 is ``holder`` (a host PID), unprivileged."""
+    ns = {name: os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in _CLONE}
+    root = os.open(f"/proc/{holder}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for name, fd in ns.items():
+        if name != "cgroup" and _same(fd, f"/proc/self/ns/{name}"):  # cgroup: unshared where possible
+            raise OSError(f"the holder shares this process's {name} namespace")
+    outer = fcntl.ioctl(ns["user"], _NS_GET_PARENT)
+    if _same(outer, "/proc/self/ns/user"):
+        raise OSError("the holder's user namespace is not bubblewrap's inner one")
+    for folder in cgroups:
+        with open(os.path.join(folder, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    if open("/proc/self/cgroup").read() != open(f"/proc/{holder}/cgroup").read():
+        raise OSError("could not join the holder's cgroups")
+    _check(_libc.setns(outer, _CLONE["user"]), "entering the sandbox's user namespace")
+    for name in ("mnt", "pid", "net", "ipc", "uts", "cgroup"):
+        _check(_libc.setns(ns[name], _CLONE[name]), f"entering the sandbox's {name} namespace")
+    _check(_libc.setns(ns["user"], _CLONE["user"]), "entering the sandbox's inner user namespace")
+    if not _same(root, "/"):
+        raise OSError("the root is not the sandbox's")
+    for fd in [*ns.values(), outer, root]:
+        os.close(fd)
+    _drop_privileges(last_cap)
+
+
+def _become_kernel(scratch: str, connection: str) -> None:
+    """In the forked kernel: a session and descriptors of its own, then :mod:`autograder.kernel`."""
+    code = 1
+    try:
+        os.setsid()
+        if os.getpid() != 2:  # the holder waits for PID 2
+            raise OSError(f"the kernel is PID {os.getpid()} of its sandbox")
+        status = open("/proc/self/status").read()
+        if any(f"{field}:\t0000000000000000" not in status for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")) \
+                or "NoNewPrivs:\t1" not in status:
+            raise OSError("a privilege is left")
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.chdir(scratch)
+        sys.path[0] = scratch  # as `python -m autograder.kernel` run there would have it
+        sys.argv = ["autograder.kernel", "-f", connection]
+        from . import kernel
+
+        kernel.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os._exit(code)
+
+
+def serve() -> None:
+    """The zygote: import, then fork a kernel for each request on stdin; answer each on stdout."""
+    die_with_parent()
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # the kernels, once their parent exits
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # ...are reaped without a wait
+    import ipykernel.kernelapp  # noqa: F401
+    import torch  # noqa: F401
+
+    for line in sys.stdin.buffer:
+        holder, cgroups, scratch, connection = json.loads(line)
+        if os.fork():
+            continue
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        try:
+            _enter(holder, cgroups)
+            if os.fork() == 0:
+                _become_kernel(scratch, connection)
+            answer = "ok"
+        except Exception as exc:  # noqa: BLE001 (told to the grader, which refuses the kernel)
+            answer = f"{exc.__class__.__name__}: {exc}"
+        os.write(1, answer.encode() + b"\n")
+        os._exit(0)
+
+
+class Zygote:
+    """The grader's handle on one zygote process (started with ``env``, the kernels' environment)."""
+
+    def __init__(self, env: dict[str, str]):
+        self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote"], env=env, cwd="/",
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def fork_into(self, holder: int, cgroups: list[str], scratch: str, connection: str,
+                  timeout: float = 120) -> None:
+        """Fork a kernel into the sandbox whose PID 1 is ``holder``; raises when it could not."""
+        self.process.stdin.write(json.dumps([holder, cgroups, scratch, connection]).encode() + b"\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        answer = self.process.stdout.readline().decode().strip() if ready else "no answer"
+        if answer != "ok":
+            raise RuntimeError(f"could not start a kernel in its sandbox ({answer or 'the zygote exited'})")
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+
+if __name__ == "__main__":
+    serve()
