@@ -243,6 +243,12 @@ class _Cgroup:
             self.prefix = ["/bin/sh", "-c", f'{enter}; exec "$@"', "sh"]
 
     def remove(self) -> None:
+        for folder in self.folders:  # whatever is left in it (a process that escaped its sandbox's death)
+            try:
+                for pid in Path(folder, "cgroup.procs").read_text().split():
+                    os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
         for folder in self.folders:
             for _ in range(50):  # the killed processes leave the cgroup within moments
                 try:
@@ -361,21 +367,23 @@ class ReadyClient(AsyncKernelClient):
     async def wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         while time.monotonic() < deadline:
-            request = self.kernel_info()
+            request, reply = self.kernel_info(), None
+            while reply is None and time.monotonic() < deadline:  # replies to earlier requests are skipped
+                try:
+                    msg = await self.shell_channel.get_msg(timeout=1)
+                    reply = msg if msg["parent_header"].get("msg_id") == request else None
+                except Empty:
+                    if not await self.is_alive():
+                        raise RuntimeError("Kernel died before replying to kernel_info") from None
             try:
-                reply = await self.shell_channel.get_msg(timeout=1)
-                while True:  # IOPub is connected once it brings the idle status of this request
+                while reply is not None:  # IOPub is connected once it brings this request's idle status
                     msg = await self.iopub_channel.get_msg(timeout=0.2)
                     if (msg["parent_header"].get("msg_id") == request and msg["msg_type"] == "status"
                             and msg["content"]["execution_state"] == "idle"):
-                        if reply["parent_header"].get("msg_id") == request:
-                            self._handle_kernel_info_reply(reply)
-                            return
-                        break
+                        self._handle_kernel_info_reply(reply)
+                        return
             except Empty:
-                pass  # no answer yet, or IOPub not connected: ask again
-            if not await self.is_alive():
-                raise RuntimeError("Kernel died before replying to kernel_info")
+                pass  # IOPub not connected yet: ask again
         raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
 
 
@@ -428,10 +436,13 @@ class _LimitedClient(NotebookClient):
 
 
 def forks_kernels(limits: Limits) -> bool:
-    """Whether sandboxed kernels are forked from a zygote (:mod:`autograder.zygote`): everywhere
-    but under systemd, whose scopes a forked process cannot join; there bubblewrap starts each
-    kernel's interpreter itself."""
-    return limits.sandbox and resource_control() != "systemd"
+    """Whether sandboxed kernels are forked from a zygote (:mod:`autograder.zygote`). Not under
+    systemd, whose scopes a forked process cannot join, nor where the grading user (not root)
+    owns the Python interpreter: a forked kernel's ``/proc/self/exe`` is the host's file, and its
+    owner could change its mode (as root the zygote runs from a read-only view of it). There
+    bubblewrap starts each kernel's interpreter itself."""
+    return (limits.sandbox and resource_control() != "systemd"
+            and (os.geteuid() == 0 or os.stat(os.path.realpath(sys.executable)).st_uid != os.geteuid()))
 
 
 # (device, limits) → the zygote the kernels are forked from
@@ -475,7 +486,8 @@ class _Kernel:
                 command = [sys.executable, "-I", "-S", "-c", HOLD]
             else:
                 command.append(CONNECTION)
-            command = [*self.cgroup.prefix,
+            # `env -i`: bubblewrap's own PID 1 (without a zygote) would show the grader's environment
+            command = [*self.cgroup.prefix, "env", "-i",
                        *bwrap_command(device.split(":")[0], str(connection), env, as_pid_1=bool(zygote)), *command]
             km = SandboxKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=f"{SOCKETS}/ipc",
                                       connection_file=str(connection))

@@ -22,11 +22,18 @@ then enters it before anything of the notebook runs (:func:`_enter`):
    of the zygote's, and becomes :mod:`autograder.kernel`; the child itself exits.
 
 The kernel thus runs in the same namespaces, mounts, cgroups and limits as a kernel that
-bubblewrap started itself, with no privilege the zygote had. What it shares with the zygote is
-memory copied on write, that is the imported modules (nothing of a notebook, a grader or
-another student ever was in the zygote), and its parent outside the sandbox, which it cannot
-see. The holder exits when the kernel does, so the grader sees a dead kernel as before, and
-killing the sandbox (bubblewrap, then its PID 1) kills the kernel and all it started.
+bubblewrap started itself, with no privilege the zygote had. Two things it keeps from the
+zygote are the host's: its parent, outside the sandbox and invisible from it, and its
+``/proc/self/exe``, the host's interpreter rather than the sandbox's read-only view of it; so a
+zygote run by root re-executes itself from a read-only bind of the interpreter in a mount
+namespace of its own, elsewhere kernels are forked only where the grading user does not own
+the interpreter, and each kernel checks this before running anything. Its memory is the
+zygote's, copied on write: the imported modules, its own request (the holder's host PID and
+cgroup folder names), and what a fork shares by nature (hash seed, address layout); nothing of
+a notebook, a grader or another student was ever in the zygote, which only reads the grader's
+requests. The holder is not dumpable, so the kernel cannot trace it; it exits when the kernel
+does, so the grader sees a dead kernel as before, and killing the sandbox (bubblewrap, then its
+PID 1) kills the kernel and all it started.
 """
 
 from __future__ import annotations
@@ -40,9 +47,10 @@ import signal
 import subprocess
 import sys
 
-# The sandbox's PID 1 until its kernel exits; reaps what the kernel orphans.
+# The sandbox's PID 1 until its kernel exits; reaps what the kernel orphans, cannot be traced.
 READY = "/run/kernel/ready"
-HOLD = ("import os, select, signal, time\n"
+HOLD = ("import ctypes, os, select, signal, time\n"
+        "ctypes.CDLL(None).prctl(4, 0)\n"  # PR_SET_DUMPABLE 0: the kernel cannot ptrace its PID 1
         "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
         f"open({READY!r}, 'x').close()\n"
         "while True:\n"
@@ -57,6 +65,7 @@ _CLONE = {"user": 0x10000000, "mnt": 0x00020000, "pid": 0x20000000, "net": 0x400
           "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000}
 _NS_GET_PARENT = 0xB702
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 36, 38, 47
+CLONE_NEWNS, MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 1, 32, 4096, 16384, 1 << 18
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -120,6 +129,24 @@ def _enter(holder: int, cgroups: list[str]) -> None:
     _drop_privileges(last_cap)
 
 
+def _interpreter_is_safe() -> bool:
+    """Whether this process's ``/proc/self/exe`` (the host's interpreter, not the sandbox's view
+    of it) is on a read-only mount or not this user's to change."""
+    return bool(os.statvfs("/proc/self/exe").f_flag & os.ST_RDONLY) or os.stat("/proc/self/exe").st_uid != os.getuid()
+
+
+def _read_only_interpreter() -> None:
+    """As root: re-execute the zygote from a read-only bind of its interpreter, in a mount
+    namespace of its own, so that no kernel can change the host's interpreter through
+    ``/proc/self/exe``."""
+    exe = os.path.realpath("/proc/self/exe").encode()
+    _check(_libc.unshare(CLONE_NEWNS), "a mount namespace for the zygote")
+    _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making its mounts private")
+    _check(_libc.mount(exe, exe, None, MS_BIND, None), "binding the interpreter")
+    _check(_libc.mount(None, exe, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None), "making it read-only")
+    os.execv(sys.executable, [sys.executable, "-m", "autograder.zygote"])  # the venv's link to it
+
+
 def _become_kernel(scratch: str, connection: str) -> None:
     """In the forked kernel: a session and descriptors of its own, then :mod:`autograder.kernel`."""
     code = 1
@@ -131,6 +158,8 @@ def _become_kernel(scratch: str, connection: str) -> None:
         if any(f"{field}:\t0000000000000000" not in status for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")) \
                 or "NoNewPrivs:\t1" not in status:
             raise OSError("a privilege is left")
+        if not _interpreter_is_safe():
+            raise OSError("the kernel could change the host's interpreter")
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -151,6 +180,8 @@ def _become_kernel(scratch: str, connection: str) -> None:
 def serve() -> None:
     """The zygote: import, then fork a kernel for each request on stdin; answer each on stdout."""
     die_with_parent()
+    if not _interpreter_is_safe():
+        _read_only_interpreter()  # as root; elsewhere the grader forks no kernel (sandbox.forks_kernels)
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # the kernels, once their parent exits
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # ...are reaped without a wait
     import ipykernel.kernelapp  # noqa: F401
@@ -182,18 +213,24 @@ class Zygote:
     def fork_into(self, holder: int, cgroups: list[str], scratch: str, connection: str,
                   timeout: float = 120) -> None:
         """Fork a kernel into the sandbox whose PID 1 is ``holder``; raises when it could not."""
-        self.process.stdin.write(json.dumps([holder, cgroups, scratch, connection]).encode() + b"\n")
-        self.process.stdin.flush()
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        answer = self.process.stdout.readline().decode().strip() if ready else "no answer"
+        try:
+            self.process.stdin.write(json.dumps([holder, cgroups, scratch, connection]).encode() + b"\n")
+            self.process.stdin.flush()
+            ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+            answer = self.process.stdout.readline().decode().strip() if ready else "no answer"
+        except BrokenPipeError:
+            answer = ""
         if answer != "ok":
             raise RuntimeError(f"could not start a kernel in its sandbox ({answer or 'the zygote exited'})")
 
     def close(self) -> None:
         self.process.kill()
         self.process.wait()
-        self.process.stdin.close()
-        self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()
+            except BrokenPipeError:
+                pass
 
 
 if __name__ == "__main__":

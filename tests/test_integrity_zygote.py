@@ -25,7 +25,22 @@ LITTER = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
     "def lurker_pid(): return lurker.pid")])
 
 PROBE = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-    "import os, re\n"
+    "import ctypes, os, re, stat\n"
+    "def _try(attempt):\n"
+    "    try:\n"
+    "        attempt()\n"
+    "        return 'ok'\n"
+    "    except OSError as exc:\n"
+    "        return exc.__class__.__name__\n"
+    "def _seize_pid_1():\n"
+    "    libc = ctypes.CDLL(None, use_errno=True)\n"
+    "    if libc.ptrace(0x4206, 1, 0, 0) != 0:  # PTRACE_SEIZE\n"
+    "        raise OSError(ctypes.get_errno(), 'ptrace')\n"
+    "def _pid_1_environ():\n"
+    "    try:\n"
+    "        return open('/proc/1/environ', 'rb').read().decode(errors='replace')\n"
+    "    except OSError as exc:\n"
+    "        return exc.__class__.__name__\n"
     "def seen():\n"
     "    status = open('/proc/self/status').read()\n"
     "    fds = {}\n"
@@ -40,7 +55,11 @@ PROBE = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
     "            'processes': [int(p) for p in os.listdir('/proc') if p.isdigit()],\n"
     "            'fds': list(fds.values()),\n"
     "            'litter': [os.path.exists(p) for p in ('/tmp/litter', 'litter', '/dev/shm/litter')],\n"
-    "            'planted': 'PLANTED' in os.environ, 'cwd': os.getcwd()}")])
+    "            'planted': 'PLANTED' in os.environ, 'cwd': os.getcwd(),\n"
+    "            'change the interpreter': _try(lambda: os.chmod('/proc/self/exe', stat.S_IMODE(os.stat('/proc/self/exe').st_mode))),\n"
+    "            'trace PID 1': _try(_seize_pid_1), 'write PID 1': _try(lambda: open('/proc/1/mem', 'r+b')),\n"
+    "            'PID 1 environment': _pid_1_environ()}")])
+CANARY = "AUTOGRADER_TEST_GRADER_SECRET"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +75,8 @@ def _pipes(zygote: Zygote) -> set[str]:
     return {f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in (zygote.process.stdin, zygote.process.stdout)}
 
 
-def test_a_forked_kernel_keeps_no_privilege_and_nothing_of_the_zygote(zygote):
+def test_a_forked_kernel_keeps_no_privilege_and_nothing_of_the_zygote(zygote, monkeypatch):
+    monkeypatch.setenv(CANARY, "hunter2")
     with sandbox.NotebookProcess(PROBE) as kernel:
         seen = kernel.call("seen", ()).value
     assert seen["caps"] == ["0000000000000000"] * 5 and seen["no_new_privs"] == "1"
@@ -64,6 +84,10 @@ def test_a_forked_kernel_keeps_no_privilege_and_nothing_of_the_zygote(zygote):
     assert sorted(seen["processes"]) == [1, 2]  # the holder and itself: not the zygote, no classmate
     assert not set(seen["fds"]) & _pipes(zygote), "the kernel holds the zygote's pipes"
     assert seen["cwd"] == sandbox.SCRATCH
+    # its /proc/self/exe is the host's interpreter file, seen through a read-only bind
+    assert seen["change the interpreter"] in ("PermissionError", "OSError"), seen["change the interpreter"]
+    assert seen["trace PID 1"] == "PermissionError" and seen["write PID 1"] == "PermissionError"
+    assert CANARY not in seen["PID 1 environment"]
 
 
 def test_the_next_kernel_finds_no_trace_of_the_previous_one(zygote):
@@ -97,9 +121,13 @@ def test_the_zygote_refuses_a_process_that_is_not_in_a_sandbox(zygote):
 
 
 def test_without_the_zygote_bubblewrap_starts_the_kernel(monkeypatch):
-    """Under systemd (whose scopes a forked process cannot join) the kernel is bubblewrap's own."""
+    """Under systemd (whose scopes a forked process cannot join) the kernel is bubblewrap's own;
+    it takes over a second to answer (it imports torch), which the grader waits for."""
     monkeypatch.setattr(sandbox, "forks_kernels", lambda limits: False)
+    monkeypatch.setenv(CANARY, "hunter2")
     with sandbox.NotebookProcess(PROBE) as kernel:
         assert kernel._kernel.km.zygote is None
         seen = kernel.call("seen", ()).value
     assert seen["caps"] == ["0000000000000000"] * 5 and seen["litter"] == [False, False, False]
+    assert seen["change the interpreter"] == "OSError"  # read-only file system
+    assert CANARY not in seen["PID 1 environment"]  # bubblewrap's own PID 1 got `env -i`
