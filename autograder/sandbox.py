@@ -130,8 +130,8 @@ def visible_paths() -> list[str]:
 
 def bwrap_command(device_type: str = "cpu", connection_file: str | None = None,
                   env: dict[str, str] | None = None, as_pid_1: bool = False) -> list[str]:
-    """The bubblewrap command line that a kernel's command (or the zygote's holder, ``as_pid_1``)
-    is appended to."""
+    """The bubblewrap command line that a command is appended to (``as_pid_1``: the kernel's
+    holder, :data:`autograder.zygote.HOLD`, which replaces bubblewrap's own PID 1)."""
     args = [bwrap_path(), "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
             "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent",
             "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
@@ -483,12 +483,13 @@ class _Kernel:
                 if (device, limits) not in _ZYGOTES or _ZYGOTES[device, limits].process.poll() is not None:
                     _ZYGOTES[device, limits] = Zygote(env)  # the first, or one that died (killed, out of memory)
                 zygote = _ZYGOTES[device, limits]
-                command = [sys.executable, "-I", "-S", "-c", HOLD]
+                command = []  # the zygote forks the kernel into the holder's sandbox
             else:
-                command.append(CONNECTION)
-            # `env -i`: bubblewrap's own PID 1 (without a zygote) would show the grader's environment
+                command.append(CONNECTION)  # the holder starts it
+            # `env -i`: bubblewrap keeps nothing of the grader's environment either
             command = [*self.cgroup.prefix, "env", "-i",
-                       *bwrap_command(device.split(":")[0], str(connection), env, as_pid_1=bool(zygote)), *command]
+                       *bwrap_command(device.split(":")[0], str(connection), env, as_pid_1=True),
+                       sys.executable, "-I", "-S", "-c", HOLD, *command]
             km = SandboxKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=f"{SOCKETS}/ipc",
                                       connection_file=str(connection))
             km.zygote, km.cgroups = zygote, self.cgroup.folders

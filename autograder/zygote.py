@@ -47,12 +47,17 @@ import signal
 import subprocess
 import sys
 
-# The sandbox's PID 1 until its kernel exits; reaps what the kernel orphans, cannot be traced.
+# PID 1 of every sandbox until its kernel (PID 2) exits; reaps what the kernel orphans, cannot
+# be traced. With a command (kernels that bubblewrap starts) it starts that as the kernel;
+# without, it writes READY and waits for the zygote's kernel.
 READY = "/run/kernel/ready"
-HOLD = ("import ctypes, os, select, signal, time\n"
+HOLD = ("import ctypes, os, select, signal, sys, time\n"
         "ctypes.CDLL(None).prctl(4, 0)\n"  # PR_SET_DUMPABLE 0: the kernel cannot ptrace its PID 1
         "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
-        f"open({READY!r}, 'x').close()\n"
+        "if sys.argv[1:]:\n"
+        "    os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, setsigdef=[signal.SIGCHLD])\n"
+        "else:\n"
+        f"    open({READY!r}, 'x').close()\n"
         "while True:\n"
         "    try:\n"
         "        kernel = os.pidfd_open(2)\n"

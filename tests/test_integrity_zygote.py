@@ -121,13 +121,13 @@ def test_the_zygote_refuses_a_process_that_is_not_in_a_sandbox(zygote):
 
 
 def test_without_the_zygote_bubblewrap_starts_the_kernel(monkeypatch):
-    """Under systemd (whose scopes a forked process cannot join) the kernel is bubblewrap's own;
-    it takes over a second to answer (it imports torch), which the grader waits for."""
+    """Under systemd (whose scopes a forked process cannot join) the holder starts the kernel; it
+    takes over a second to answer (it imports torch), which the grader waits for."""
     monkeypatch.setattr(sandbox, "forks_kernels", lambda limits: False)
     monkeypatch.setenv(CANARY, "hunter2")
     with sandbox.NotebookProcess(PROBE) as kernel:
         assert kernel._kernel.km.zygote is None
         seen = kernel.call("seen", ()).value
     assert seen["caps"] == ["0000000000000000"] * 5 and seen["litter"] == [False, False, False]
-    assert seen["change the interpreter"] == "OSError"  # read-only file system
-    assert CANARY not in seen["PID 1 environment"]  # bubblewrap's own PID 1 got `env -i`
+    assert seen["pid"] == 2 and seen["change the interpreter"] == "OSError"  # read-only file system
+    assert seen["trace PID 1"] == "PermissionError" and CANARY not in seen["PID 1 environment"]
