@@ -70,7 +70,7 @@ _CLONE = {"user": 0x10000000, "mnt": 0x00020000, "pid": 0x20000000, "net": 0x400
           "ipc": 0x08000000, "uts": 0x04000000, "cgroup": 0x02000000}
 _NS_GET_PARENT = 0xB702
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 36, 38, 47
-CLONE_NEWNS, MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 1, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -145,7 +145,7 @@ def _read_only_interpreter() -> None:
     namespace of its own, so that no kernel can change the host's interpreter through
     ``/proc/self/exe``."""
     exe = os.path.realpath("/proc/self/exe").encode()
-    _check(_libc.unshare(CLONE_NEWNS), "a mount namespace for the zygote")
+    _check(_libc.unshare(_CLONE["mnt"]), "a mount namespace for the zygote")
     _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making its mounts private")
     _check(_libc.mount(exe, exe, None, MS_BIND, None), "binding the interpreter")
     _check(_libc.mount(None, exe, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None), "making it read-only")
