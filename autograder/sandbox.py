@@ -243,13 +243,16 @@ class _Cgroup:
             self.prefix = ["/bin/sh", "-c", f'{enter}; exec "$@"', "sh"]
 
     def remove(self) -> None:
-        for folder in self.folders:  # whatever is left in it (a process that escaped its sandbox's death)
-            try:
-                for pid in Path(folder, "cgroup.procs").read_text().split():
-                    os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
         for folder in self.folders:
+            try:
+                left = Path(folder, "cgroup.procs").read_text().split()
+            except OSError:
+                left = []
+            for pid in left:  # whatever outlived its sandbox; one that exits meanwhile spares no other
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
             for _ in range(50):  # the killed processes leave the cgroup within moments
                 try:
                     os.rmdir(folder)
