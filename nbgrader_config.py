@@ -42,3 +42,7 @@ c.SandboxGrade.device = "cpu"  # or pass --device cuda to `python -m autograder 
 c.HTMLExporter.sanitize_html = True
 c.HTMLExporter.filters = {"markdown2html": "autograder.html.markdown2html",
                           "clean_html": "autograder.html.clean_html"}
+c.HTMLExporter.preprocessors = ["autograder.html.NumericImageSizes"]  # image outputs' width/height
+
+# CSVs a TA opens in a spreadsheet: no student text starts a formula (`nbgrader export` too).
+c.ExportApp.plugin_class = "autograder.csvsafe.CsvExport"

@@ -33,7 +33,9 @@ implementation and far tighter than the typical mistakes the chapters hint at (a
 
 from __future__ import annotations
 
+import itertools
 import math
+import reprlib
 from typing import Any
 
 import torch
@@ -67,11 +69,43 @@ def _kind(x: Any) -> str:
         return f"a tensor of shape {tuple(x.shape)}"
     if isinstance(x, (list, tuple)):
         return f"a {type(x).__name__} of length {len(x)}"
-    return f"{type(x).__name__} {x!r}" if isinstance(x, (int, float, str, bool, type(None))) else type(x).__name__
+    return f"{type(x).__name__} {_short(x)}" if isinstance(x, (int, float, str, bool, type(None))) else type(x).__name__
+
+
+class _ShortRepr(reprlib.Repr):
+    """``repr`` that looks at no more of a value than it shows: a few items per level, a few
+    levels, the start of a string and the first values of a tensor (whatever its size, or a
+    student's list that holds itself a million times)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxother = limit
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdict = limit // 3
+
+    def repr_str(self, x: str, level: int) -> str:
+        return repr(x[:self.maxstring])  # the start, which the caller cuts: what a student recognises
+
+    repr_bytes = repr_str
+
+    def repr_dict(self, x: dict, level: int) -> str:  # reprlib's sorts every key
+        shown = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                 for k, v in itertools.islice(x.items(), self.maxdict)]
+        return "{" + ", ".join(shown + [self.fillvalue] * (len(x) > self.maxdict)) + "}"
+
+    repr_OrderedDict = repr_Counter = repr_dict
+
+    def repr_Tensor(self, x: torch.Tensor, level: int) -> str:
+        if x.numel() <= self.maxlist:
+            return self.repr1(x.tolist(), level)
+        first = x.detach().flatten()[:self.maxlist].tolist()  # a view of a contiguous tensor
+        return f"tensor of shape {tuple(x.shape)}: {self.repr1(first, level)[:-1]}, ...]"
+
+    repr_Parameter = repr_Tensor
 
 
 def _short(x: Any, limit: int = 60) -> str:
-    text = repr(x.tolist() if isinstance(x, torch.Tensor) else x)
+    text = _ShortRepr(limit).repr(x)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

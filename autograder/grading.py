@@ -17,7 +17,7 @@ import nbformat
 import torch
 
 from .sandbox import CallResult, Limits, NotebookProcess
-from .spec import Case, error_hint, show_input
+from .spec import Case, Verdict, error_hint, show_input
 
 
 @dataclass
@@ -28,8 +28,10 @@ class CellReport:
     points: float
     passed: int = 0
     total: int = 0
-    failures: dict[str, list[str]] = field(default_factory=dict)  # message -> labels of failed cases
+    # (verdict, its arguments' line or "") -> labels of the cases that failed with it
+    failures: dict[tuple[Verdict, str], list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the kinds of the calls that hung, crashed …
 
     @property
     def score(self) -> float:
@@ -38,9 +40,18 @@ class CellReport:
     def text(self) -> str:
         head = (f"{self.grade_id}: {self.passed}/{self.total} hidden checks passed, "
                 f"{self.score:g} of {self.points:g} points")
-        lines = [f"✗ {'; '.join(labels)}: " + message.replace("\n", "\n    ")
-                 for message, labels in self.failures.items()]
+        lines = [f"✗ {'; '.join(labels)}: " + (str(verdict) + arguments).replace("\n", "\n    ")
+                 for (verdict, arguments), labels in self.failures.items()]
         return "\n".join([head, *lines, *self.notes]) + "\n"
+
+    def record(self) -> dict:
+        """The report as data for the instructor's report: hints apart from messages, so that no
+        text of the student's (an exception's message, a printed line) can pass for a hint."""
+        return {"grade_id": self.grade_id, "points": self.points, "score": self.score,
+                "passed": self.passed, "total": self.total,
+                "failures": [{"message": verdict.message + arguments, "hints": list(verdict.hints), "labels": list(labels)}
+                             for (verdict, arguments), labels in self.failures.items()],
+                "notes": list(self.notes), "problems": list(self.problems)}
 
 
 def case_seed(seed: int, grade_id: str, index: int) -> int:
@@ -96,43 +107,56 @@ def reference_results(reference: nbformat.NotebookNode, tests: ModuleType, *, de
     return results
 
 
-def _explain(call_error: str) -> str:
+def _explain(call_error: str) -> Verdict:
     if call_error.startswith("raised NotImplementedError"):
-        return "not written yet: it still raises NotImplementedError (replace that line with your code)"
+        return Verdict("not written yet: it still raises NotImplementedError (replace that line with your code)")
     if call_error.startswith("raised NameError"):
-        return (f"{call_error.removeprefix('raised ')} — is the function named as the exercise says, "
-                "and did its cell run without errors?")
+        return Verdict(f"{call_error.removeprefix('raised ')} — is the function named as the exercise says, "
+                       "and did its cell run without errors?")
     hint = error_hint(call_error)
-    return call_error + (f"\nHint: {hint}" if hint else "")
+    return Verdict(call_error, (hint,) if hint else ())
+
+
+def _judge(case: Case, got: Any, expected: Any, args: tuple) -> Verdict | None:
+    """``case.judge``, where anything raised on an odd result fails this case only (not the notebook)."""
+    try:
+        return case.judge(got, expected, args)
+    except Exception as error:
+        return Verdict(f"the grader could not compare your result with the expected one "
+                       f"({type(error).__name__}): return the kind of value the exercise asks for")
 
 
 def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tuple[str, int], Any],
           points: dict[str, float], *, device: str, seed: int, limits: Limits,
-          files: tuple = (), prestart: bool = False) -> dict[str, CellReport]:
-    """Run the hidden cases on ``student`` (executed in place, so its cells keep their outputs)."""
+          files: tuple = (), prestart: bool = False, budget: float | None = None) -> dict[str, CellReport]:
+    """Run the hidden cases on ``student`` (executed in place, so its cells keep their outputs),
+    its cells and calls within ``budget`` seconds in all (see :class:`~autograder.sandbox.NotebookProcess`)."""
     inputs = _inputs(tests.CASES, seed)
     reports = {gid: CellReport(gid, points[gid]) for gid in tests.CASES if gid in points}
     hung: dict[str, CallResult] = {}  # a call that hung or crashed once is not tried again
     with NotebookProcess(student, device=device, limits=limits, skip_cell=is_test_cell, files=files,
-                         prestart=prestart) as proc:
+                         prestart=prestart, budget=budget) as proc:
         for (gid, i), args in inputs.items():
             if gid not in reports:
                 continue
             case, report = tests.CASES[gid][i], reports[gid]
             report.total += 1
-            result = hung[case.call] if case.call in hung else proc.call(case.call, args)
+            result = (hung[case.call] if case.call in hung else
+                      proc.call(case.call, args, expected=expected[gid, i]))
             if result.stopped:
                 hung[case.call] = result
-            message = (_explain(result.error) if result.error else
-                       case.judge(result.value, expected[gid, i], to_device(args, device)))
+            if result.kind and result.kind not in report.problems:
+                report.problems.append(result.kind)
+            verdict = (_explain(result.error) if result.error else
+                       _judge(case, result.value, expected[gid, i], to_device(args, device)))
+            if verdict is None:
+                report.passed += 1
+                continue
             unwritten = result.error and result.error.startswith(("raised NotImplementedError",
                                                                    "raised NameError"))
-            if message is not None and not unwritten and (shown := show_input(args)) is not None:
-                message += f"\nArguments (small enough to try yourself): {shown}"
-            if message is None:
-                report.passed += 1
-            else:
-                report.failures.setdefault(message, []).append(case.label)
+            shown = None if unwritten else show_input(args)
+            arguments = "" if shown is None else f"\nArguments (small enough to try yourself): {shown}"
+            report.failures.setdefault((verdict, arguments), []).append(case.label)
         for report in reports.values():
             if report.passed < report.total and proc.cell_errors:
                 report.notes.append("While running your notebook: " + "; ".join(proc.cell_errors[:3]))

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode, default
 
 from .grading import grade, is_test_cell, reference_results, cell_points
 from .repair import repair
@@ -27,6 +27,9 @@ from .sandbox import Limits, sandbox_problem
 _REFERENCE_CACHE: dict[tuple, dict] = {}
 # (assignment, student, notebook) → what RepairSubmission changed, for the reports and the CSV
 REPAIRS: dict[tuple[str, str, str], list[tuple[str | None, str]]] = {}
+# (assignment, student, notebook) → each test cell's CellReport.record(): what the instructor's
+# report reads, as data, so that nothing a student prints can pass for a hint or a timeout
+RECORDS: dict[tuple[str, str, str], list[dict]] = {}
 
 
 def _key(resources: dict) -> tuple[str, str, str]:
@@ -56,11 +59,17 @@ class SandboxGrade(NbGraderPreprocessor):
     seed = Int(0, help="Seed of the hidden random inputs (the same for every submission of a run)").tag(config=True)
     cell_timeout = Float(60.0, help="Seconds one notebook cell may run").tag(config=True)
     call_timeout = Float(30.0, help="Seconds one hidden-test call may run").tag(config=True)
+    budget = Float(help="Seconds a submission's cells and hidden-test calls may take in all "
+                        "(default: 4 × call_timeout); the reference has none").tag(config=True)
     memory_mb = Int(4096, help="Memory limit of each notebook's kernel, in MB").tag(config=True)
     prestart = Bool(True, help="Start the next notebook's kernel while this one is graded: faster where a "
                                "CPU core would otherwise idle (autograde keeps it on only when --jobs < cores)").tag(config=True)
     sandbox = Bool(True, help="Run kernels in the bubblewrap sandbox; False (--no-sandbox) lets student "
                               "code read and write every file the grader's user can").tag(config=True)
+
+    @default("budget")
+    def _budget_default(self) -> float:
+        return 4 * self.call_timeout
 
     def limits(self) -> Limits:
         return Limits(cell_timeout=self.cell_timeout, call_timeout=self.call_timeout,
@@ -100,7 +109,8 @@ class SandboxGrade(NbGraderPreprocessor):
         if missing:
             raise ValueError(f"{tests.__name__} has no hidden cases for test cells {missing}")
         reports = grade(nb, tests, expected, cell_points(nb), device=self.device,
-                        seed=self.seed, limits=limits, files=_data_files(release), prestart=self.prestart)
+                        seed=self.seed, limits=limits, files=_data_files(release), prestart=self.prestart,
+                        budget=self.budget)
 
         notes = REPAIRS.get(_key(resources), [])
         for i, report in enumerate(reports.values()):
@@ -116,6 +126,7 @@ class SandboxGrade(NbGraderPreprocessor):
                 nbformat.v4.new_output("execute_result", data={"text/plain": repr(report.score)}),
             ]
             self.log.info("%s: %s", report.grade_id, report.text().splitlines()[0])
+        RECORDS[_key(resources)] = [report.record() for report in reports.values()]
         return nb, resources
 
 

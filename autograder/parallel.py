@@ -13,7 +13,9 @@ its sandboxed kernels with it: bubblewrap's ``--die-with-parent``).
 
 The journal (``.autograde-ASSIGNMENT.jsonl`` in the course directory) gets one line per
 submission after its scores are committed; a later run skips what it lists for the same
-submission and grading settings, unless ``--force``.
+submission and grading settings, unless ``--force``. The line also holds what the instructor's
+report reads as data: the kind of problem and each test cell's record (failure messages, hints,
+timeouts), never text parsed from the graded notebooks, which students' output shares.
 """
 
 from __future__ import annotations
@@ -139,12 +141,13 @@ def reference_in_worker(assignment: str, notebook: str) -> dict:
     return {grader.reference_key(assignment, notebook): grader.reference(assignment, notebook)[1]}
 
 
-def grade_in_worker(assignment: str, student: str, references: dict) -> tuple[str, str | None, list[str], float]:
+def grade_in_worker(assignment: str, student: str, notebooks: list[str], references: dict) -> tuple[str, dict, float]:
+    """:func:`autograder.cli.grade_timed` in a worker: (student, outcome, seconds), all plain data."""
     from .cli import grade_timed  # noqa: PLC0415
     from .nbgrader_plugin import _REFERENCE_CACHE  # noqa: PLC0415
 
     _REFERENCE_CACHE.update(references)
-    return grade_timed(_WORKER["api"], assignment, student)
+    return grade_timed(_WORKER["api"], assignment, student, notebooks)
 
 
 def local_pool(jobs: int, course: Path, overrides: dict) -> ProcessPoolExecutor:
@@ -155,7 +158,8 @@ def local_pool(jobs: int, course: Path, overrides: dict) -> ProcessPoolExecutor:
 
 def grade_all(pool: Executor, work: dict[str, tuple[list[str], list[str]]]):
     """Grade ``work`` (assignment → (its notebooks, the students to grade)) on ``pool``, yielding
-    ``(assignment, student, reason, repaired, seconds)`` as submissions finish.
+    ``(assignment, student, outcome, seconds)`` as submissions finish (``outcome``: see
+    :func:`autograder.cli.grade_one`).
 
     Every assignment's reference notebooks run first, each once, as tasks of the pool (so the
     workers are busy from the start); an assignment's submissions are queued, with its reference
@@ -175,7 +179,8 @@ def grade_all(pool: Executor, work: dict[str, tuple[list[str], list[str]]]):
             missing[assignment] -= 1
             if missing[assignment] == 0:
                 for student in work[assignment][1]:
-                    task = pool.submit(grade_in_worker, assignment, student, references[assignment])
+                    task = pool.submit(grade_in_worker, assignment, student, work[assignment][0],
+                                       references[assignment])
                     pending[task] = (assignment, student)
 
 

@@ -3,50 +3,35 @@
 Read after ``autograde``: how the scores spread, which exercises the class failed, the failure
 messages and hints most students hit (the common mistakes to address in class), the submissions
 that timed out, crashed or needed an editor repair, and the slowest ones. Everything comes from
-the gradebook, the summary CSV of ``autograde`` and the reports written into the graded notebooks.
+the gradebook and from the journal ``autograde`` keeps in the course directory
+(``.autograde-ASSIGNMENT.jsonl``), which holds each test cell's record as data: no text is parsed,
+so nothing a student's code prints or raises can pass for a hint, a timeout or a crash, and
+nothing is read from autograded/, where nbgrader copies whatever a submission folder holds.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import re
 from collections import Counter
 from pathlib import Path
 
-import nbformat
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 from nbgrader.api import Gradebook
 
-# what a problem looks like in a report, and its name in the page
-PROBLEMS = {
-    "timeout": re.compile(r"did not finish within"),
-    "crash": re.compile(r"crashed the kernel|kernel had already crashed"),
-    "editor repair": re.compile(r"Repaired before grading|repaired before grading"),
-    "unreadable": re.compile(r"not a valid notebook|could not be read as a notebook|could not run this submission"),
-}
+from . import csvsafe, parallel
+
+# the journal's kinds of problem as the report names them; the test cells' own problems
+# ("timeout", "crash", "budget") keep their names
+PROBLEM_NAMES = {"repaired": "editor repair", "failed": "nbgrader failed"}
 
 
-def _reports(notebook: Path) -> dict[str, str]:
-    """grade_id → the report the grader wrote into that test cell."""
-    nb = nbformat.read(notebook, as_version=4)
-    return {c.metadata.nbgrader["grade_id"]: "".join(o.get("text", "") for o in c.get("outputs", []))
-            for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata.nbgrader.get("solution")}
-
-
-def failures(report: str) -> list[tuple[str, list[str]]]:
-    """(headline, hints) of each failed check in one cell's report; numbers in the headline become
-    '#' so that the same mistake on different inputs counts once."""
-    found = []
-    for block in re.split(r"^✗ ", report, flags=re.MULTILINE)[1:]:
-        lines = [ln.strip() for ln in block.splitlines()]
-        headline = lines[0].split(": ", 1)[-1]  # drop the labels of the failed cases
-        headline = re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "#", headline)[:200]
-        found.append((headline, [ln.removeprefix("Hint: ") for ln in lines if ln.startswith("Hint: ")]))
-    return found
+def _headline(message: str) -> str:
+    """A failure message's first line with numbers as '#', so that the same mistake on different
+    inputs counts once."""
+    return re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "#", message.split("\n", 1)[0])[:200]
 
 
 def _png(fig) -> str:
@@ -61,14 +46,10 @@ def _table(header: list[str], rows: list) -> str:
     return f"<table><tr>{cells}</tr>{body}</table>" if rows else "<p>none</p>"
 
 
-def build(course: Path, db_url: str, course_id: str, assignment: str, autograded: Path,
-          top: int = 10) -> tuple[Path, Path]:
-    """Write ``report-ASSIGNMENT.html`` and ``report-ASSIGNMENT.csv`` into ``course``."""
-    summary_path = course / f"autograde-{assignment}.csv"
-    summary = {}
-    if summary_path.exists():
-        with summary_path.open() as f:
-            summary = {row["student"]: row for row in csv.DictReader(f)}
+def build(course: Path, db_url: str, course_id: str, assignment: str, top: int = 10) -> tuple[Path, Path]:
+    """Write ``report-ASSIGNMENT.html`` and ``report-ASSIGNMENT.csv`` into ``course`` (submissions
+    the journal does not list, graded by plain ``nbgrader autograde``, show scores only)."""
+    journal = parallel.Journal(course / f".autograde-{assignment}.jsonl", {}).done
     students, exercises = {}, {}  # student -> row; grade_id -> max score
     with Gradebook(db_url, course_id) as gb:
         for submission in gb.assignment_submissions(assignment):
@@ -83,25 +64,19 @@ def build(course: Path, db_url: str, course_id: str, assignment: str, autograded
 
     messages, hints = Counter(), Counter()  # (exercise, text) -> number of students
     for student, row in students.items():
-        texts = {}
-        for notebook in sorted((autograded / student / assignment).glob("*.ipynb")):
-            texts.update(_reports(notebook))
-        seen_m, seen_h = set(), set()
-        for gid, text in texts.items():
-            for headline, hint_list in failures(text):
-                seen_m.add((gid, headline))
-                seen_h.update((gid, h) for h in hint_list)
-        messages.update(seen_m)
-        hints.update(seen_h)
-        everything = "\n".join(texts.values()) + "\n" + summary.get(student, {}).get("problem", "")
-        row["problems"] = [name for name, pattern in PROBLEMS.items() if pattern.search(everything)]
-        seconds = summary.get(student, {}).get("seconds")
-        row["seconds"] = float(seconds) if seconds else None
+        entry = journal.get(student, {})
+        records = [record for cells in entry.get("cells", {}).values() for record in cells]
+        failed = [(record["grade_id"], failure) for record in records for failure in record["failures"]]
+        messages.update({(gid, _headline(failure["message"])) for gid, failure in failed})
+        hints.update({(gid, hint) for gid, failure in failed for hint in failure["hints"]})
+        kinds = [kind for record in records for kind in record["problems"]] + [entry.get("kind", "")]
+        row["problems"] = [PROBLEM_NAMES.get(kind, kind) for kind in dict.fromkeys(kinds) if kind]
+        row["seconds"] = entry.get("seconds")
 
     names = sorted(exercises)
     csv_path = course / f"report-{assignment}.csv"
     with csv_path.open("w", newline="") as f:
-        out = csv.writer(f)
+        out = csvsafe.writer(f)
         out.writerow(["student", "score", "max_score", *names, "problems", "seconds"])
         for student, row in sorted(students.items()):
             out.writerow([student, f"{row['score']:g}", f"{row['max_score']:g}",

@@ -13,8 +13,11 @@ The sandbox is an allow-list (:func:`bwrap_command`): a read-only view of the sy
 libraries, the Python environment and the course package, nothing of the course directory,
 home folders or the host's ``/tmp``; the only writable places are size-limited tmpfs mounts
 (the scratch folder ``/scratch`` and ``/tmp``); no capabilities, no new user namespaces, no
-network, its own PID namespace, killed with the grader. The grader reaches the kernel's
-sockets and scratch folder through ``/proc/<pid>/root`` and never follows a link there.
+network, its own PID namespace, killed with the grader; ``/proc/sys`` read-only, a seccomp
+filter (:mod:`autograder.syscall_filter`), and never host root: a grader running as root starts
+each sandbox through :mod:`autograder.launcher` as an unprivileged user (:func:`sandbox_user`).
+The grader reaches the kernel's sockets and scratch folder through ``/proc/<pid>/root`` and
+never follows a link there.
 
 Infinite loops hit a per-cell timeout; a kernel that stops answering or dies is restarted and
 the notebook re-run without the cell that hung, so one bad cell costs only what depends on it.
@@ -24,13 +27,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import contextlib
+import ctypes
+import errno
 import functools
 import glob
 import io
 import json
 import os
+import pwd
 import re
-import shlex
+import select
 import shutil
 import signal
 import stat
@@ -47,17 +55,21 @@ from typing import Any
 import nbformat
 import torch
 import zmq
+import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
+from traitlets import default
 
+from . import results, syscall_filter
 from .kernel import MAX_FILE_BYTES
 from .zygote import HOLD, READY, Zygote
 
 KERNEL_NAME = "autograder-sandbox"
+_libc = ctypes.CDLL(None, use_errno=True)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Variables the kernel keeps from the grader's environment; everything else (tokens, keys) is dropped.
 _KEPT_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES",
@@ -71,6 +83,10 @@ TMPFS_MB = {SCRATCH: 320, "/tmp": 128, "/dev/shm": 56, SOCKETS: 8}
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "passwd", "group",
         "localtime", "fonts", "alternatives")
+# Global /proc files, read-only in every sandbox (bubblewrap covers the last three only where
+# they are writable before it switches user; /proc/sys is what uid 0 may write without a capability).
+_PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
+LAUNCHER = str(Path(__file__).resolve().parent / "launcher.py")
 ENABLE_NAMESPACES = (
     "enable unprivileged user namespaces: on Ubuntu ≥ 23.10 "
     "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`, on older Debian/Ubuntu "
@@ -83,7 +99,8 @@ class Limits:
     """What one notebook process may use. ``memory_mb`` is an address-space limit with a CPU
     build of torch; a CUDA build maps gigabytes of libraries it never uses, so there it limits
     the data segment (heap, anonymous memory) on ``cpu`` and nothing on ``cuda``; where cgroups
-    can be used it also caps the whole process tree's memory. ``processes`` counts processes and threads. ``sandbox``
+    can be used it also caps the whole process tree's memory. ``processes`` counts processes and threads;
+    ``cpus`` is the CPU time per second the whole tree may use, where cgroups can be used. ``sandbox``
     False runs the kernel with the resource limits only (``--no-sandbox``)."""
 
     cell_timeout: float = 60.0
@@ -91,6 +108,7 @@ class Limits:
     memory_mb: int = 4096
     cpu_seconds: int = 900
     processes: int = 256
+    cpus: int = 1
     max_restarts: int = 8
     sandbox: bool = True
 
@@ -147,7 +165,10 @@ def bwrap_command(device_type: str = "cpu", connection_file: str | None = None,
             args += ["--size", str(size_mb * 2**20), "--tmpfs", folder]
     for path in visible_paths():
         args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_MB["/dev/shm"] * 2**20), "--tmpfs", "/dev/shm"]
+    args += ["--proc", "/proc"]
+    for name in _PROC_READ_ONLY:  # the host's view of the same kernel-wide files, read-only
+        args += ["--ro-bind-try", f"/proc/{name}", f"/proc/{name}"]
+    args += ["--dev", "/dev", "--size", str(TMPFS_MB["/dev/shm"] * 2**20), "--tmpfs", "/dev/shm"]
     if device_type == "cuda":  # the GPU's device nodes only, and the driver's view of the devices
         for node in sorted(glob.glob("/dev/nvidia*")):
             args += ["--dev-bind", node, node]
@@ -161,23 +182,102 @@ def bwrap_command(device_type: str = "cpu", connection_file: str | None = None,
 
 
 @functools.cache
-def sandbox_problem(device_type: str = "cpu") -> str | None:
-    """Why kernels cannot run in the sandbox here (None when they can); probed once per process."""
-    probe = "import torch; torch.zeros(1, device='cuda')" if device_type == "cuda" else "import autograder.kernel"
+def sandbox_user() -> tuple[int, int] | None:
+    """(uid, gid) the kernels run as when the grader is root; None runs them as the grader's own
+    user. Never host root: uid 0 may write most of ``/proc/sys`` without any capability. The user
+    is ``nobody`` unless ``AUTOGRADER_SANDBOX_USER`` names another (a dedicated system user)."""
+    if os.geteuid() != 0:
+        return None
+    name = os.environ.get("AUTOGRADER_SANDBOX_USER", "nobody")
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise LookupError(f"the sandbox's user {name!r} does not exist: create it (`useradd --system "
+                          f"--no-create-home {name}`) or set AUTOGRADER_SANDBOX_USER to another") from None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise LookupError(f"the sandbox's user {name!r} is root: set AUTOGRADER_SANDBOX_USER to an unprivileged user")
+    return entry.pw_uid, entry.pw_gid
+
+
+def launch_command(bwrap_args: list[str], view: Path, cgroups=(), routes=()) -> list[str]:
+    """``bwrap_args`` started through :mod:`autograder.launcher`: in ``cgroups``, under the seccomp
+    filter (written into ``view``, a folder of the grader's own), and as :func:`sandbox_user`, who
+    reaches the Python installation, the course package and ``routes`` through ``view``."""
+    bpf = view / "seccomp.bpf"
+    bpf.write_bytes(syscall_filter.bpf())
+    spec = {"cgroups": list(cgroups), "bpf": str(bpf)}
+    if (user := sandbox_user()) is not None:
+        tool = os.path.realpath(bwrap_args[0])  # a bubblewrap outside the environment too
+        spec.update(user=list(user), view=str(view), routes=[*_outermost([*visible_paths(), tool]), *map(str, routes)])
+    return [sys.executable, "-I", "-S", LAUNCHER, json.dumps(spec), "--", *bwrap_args]
+
+
+@functools.cache
+def probe(device_type: str = "cpu") -> tuple[str | None, int | None]:
+    """(why kernels cannot run in the sandbox here or None, the host uid a sandbox runs as),
+    probed once per process: a sandbox that imports the kernel's modules (and on ``cuda`` sees a
+    GPU), whose host uid the grader reads from outside."""
+    code = "import torch; torch.zeros(1, device='cuda')" if device_type == "cuda" else "import autograder.kernel"
     env = {k: os.environ[k] for k in _KEPT_ENV if k in os.environ}
     env["PYTHONPATH"] = str(Path(package_dir()).parent)
-    try:
-        result = subprocess.run([*bwrap_command(device_type, env=env), sys.executable, "-c", probe],
-                                capture_output=True, timeout=300)
-        if result.returncode == 0:
-            return None
-        problem = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
-        problem = problem[0]
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    view = Path(tempfile.mkdtemp(prefix="autograder-probe-"))
+    uid = None
+    try:  # it says "ready", then waits for its input to close, so that its host uid can be read
+        command = launch_command([*bwrap_command(device_type, env=env), sys.executable, "-c",
+                                  f"{code}; import sys; print('ready', flush=True); sys.stdin.read()"], view)
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+            ready, _, _ = select.select([process.stdout], [], [], 300)
+            if ready and process.stdout.readline() == b"ready\n" and (child := _child_pid(process.pid)):
+                uid = int(re.search(r"^Uid:\s+(\d+)", Path(f"/proc/{child}/status").read_text(), re.M).group(1))
+            process.kill() if not ready else process.stdin.close()
+            errors = process.stderr.read().decode(errors="replace").strip().splitlines()
+        if uid == 0:
+            return "the sandbox's user is host root, who may write the host's kernel settings", uid
+        if uid is not None:
+            return None, uid
+        problem = (errors or [f"exit status {process.returncode}"])[-1]
+    except (OSError, LookupError) as exc:
         problem = str(exc)
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
     if "bwrap" in problem and ("namespace" in problem or "uid map" in problem or "ermission" in problem):
-        return f"bubblewrap cannot create the sandbox ({problem}); {ENABLE_NAMESPACES}"
-    return f"the sandbox does not work on this machine ({problem})"
+        return f"bubblewrap cannot create the sandbox ({problem}); {ENABLE_NAMESPACES}", uid
+    return f"the sandbox does not work on this machine ({problem})", uid
+
+
+# A notebook cell whose `confinement()` says what a kernel may do to the host (doctor, tests).
+CONFINEMENT_CELL = """
+def confinement():
+    import ctypes, errno, os, pyseccomp
+    libc = ctypes.CDLL(None, use_errno=True)
+    calls = {}
+    for name in ("add_key", "keyctl", "request_key", "unshare", "io_uring_setup", "perf_event_open", "clone3"):
+        number = pyseccomp.resolve_syscall(pyseccomp.system_arch(), name)
+        calls[name] = "allowed" if libc.syscall(number, 0, 0, 0, 0, 0) == 0 else errno.errorcode[ctypes.get_errno()]
+    writable = []
+    for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sys/fs/lease-break-time",
+                 "/proc/sys/kernel/hostname", "/proc/sysrq-trigger"):
+        try:
+            os.close(os.open(path, os.O_WRONLY))  # opened, never written
+            writable.append(path)
+        except OSError:
+            pass
+    status = open("/proc/self/status").read()
+    return {"calls": calls, "writable": writable, "seccomp": status.split("Seccomp:")[1].split()[0]}
+"""
+
+
+def confinement_problems(seen: dict) -> list[str]:
+    """What :data:`CONFINEMENT_CELL`'s ``confinement()`` found that the sandbox should prevent."""
+    problems = [f"{name} was {answer}, not refused" for name, answer in seen["calls"].items()
+                if answer != ("ENOSYS" if name == "clone3" else "EPERM")]
+    problems += [f"{path} opens for writing" for path in seen["writable"]]
+    return problems + ([] if seen["seccomp"] == "2" else ["no seccomp filter"])
+
+
+def sandbox_problem(device_type: str = "cpu") -> str | None:
+    """Why kernels cannot run in the sandbox here (None when they can)."""
+    return probe(device_type)[0]
 
 
 def isolation_available(device_type: str = "cpu") -> bool:
@@ -186,7 +286,7 @@ def isolation_available(device_type: str = "cpu") -> bool:
 
 # -- cgroups: limits on the kernel's whole process tree, where this user may set them ------------------
 def _v1_cgroup_bases() -> dict[str, str]:
-    """controller → this process's writable cgroup-v1 folder, for pids and memory."""
+    """controller → this process's writable cgroup-v1 folder, for pids, memory and cpu."""
     bases = {}
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
@@ -194,7 +294,7 @@ def _v1_cgroup_bases() -> dict[str, str]:
         return bases
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        for controller in set(controllers.split(",")) & {"pids", "memory"}:
+        for controller in set(controllers.split(",")) & {"pids", "memory", "cpu"}:
             base = f"/sys/fs/cgroup/{controller}{path.rstrip('/')}"
             if os.access(base, os.W_OK) and os.path.exists(f"{base}/cgroup.procs"):
                 bases[controller] = base
@@ -217,7 +317,9 @@ def resource_control() -> str:
 
 
 class _Cgroup:
-    """One kernel's cgroup: a command prefix that enters it, and its removal afterwards."""
+    """One kernel's cgroup: its folders (cgroupfs; the launcher joins them) or a command prefix
+    that enters it (systemd), and its removal afterwards. CPU: at most ``limits.cpus`` cores of
+    time, so a kernel that starts many busy processes slows only itself, not a classmate."""
 
     def __init__(self, limits: Limits):
         self.folders: list[str] = []
@@ -226,7 +328,7 @@ class _Cgroup:
         if method == "systemd":
             self.prefix = ["systemd-run", "--user", "--scope", "--quiet", "--collect",
                            "-p", f"MemoryMax={limits.memory_mb}M", "-p", "MemorySwapMax=0",
-                           "-p", f"TasksMax={limits.processes}", "-p", "CPUQuota=100%", "--"]
+                           "-p", f"TasksMax={limits.processes}", "-p", f"CPUQuota={100 * limits.cpus}%", "--"]
         elif method == "cgroupfs":
             name = f"autograder-{uuid.uuid4().hex[:12]}"
             for controller, base in _v1_cgroup_bases().items():
@@ -235,12 +337,13 @@ class _Cgroup:
                 self.folders.append(folder)
                 if controller == "pids":
                     Path(folder, "pids.max").write_text(str(limits.processes))
+                elif controller == "cpu":
+                    period = int(Path(folder, "cpu.cfs_period_us").read_text())
+                    Path(folder, "cpu.cfs_quota_us").write_text(str(period * limits.cpus))
                 else:
                     Path(folder, "memory.limit_in_bytes").write_text(str(limits.memory_mb * 2**20))
                     if os.path.exists(f"{folder}/memory.memsw.limit_in_bytes"):  # no swap either
                         Path(folder, "memory.memsw.limit_in_bytes").write_text(str(limits.memory_mb * 2**20))
-            enter = "; ".join(f"echo $$ > {shlex.quote(f + '/cgroup.procs')}" for f in self.folders)
-            self.prefix = ["/bin/sh", "-c", f'{enter}; exec "$@"', "sh"]
 
     def remove(self) -> None:
         for folder in self.folders:
@@ -265,10 +368,31 @@ class _Cgroup:
 
 
 # -- files and sockets inside the sandbox, reached without following links ----------------------------
+@contextlib.contextmanager
+def _files_as_sandbox_user():
+    """This thread creates files as :func:`sandbox_user` (its file-system ids only)."""
+    uid, gid = sandbox_user()
+    _libc.setfsgid(gid)
+    _libc.setfsuid(uid)
+    try:
+        yield
+    finally:
+        _libc.setfsuid(os.geteuid())
+        _libc.setfsgid(os.getegid())
+
+
 def write_new(folder_fd: int, name: str, data: bytes) -> None:
-    """Create ``name`` in ``folder_fd``; fails if anything (a planted link, a file) is there."""
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                 dir_fd=folder_fd)
+    """Create ``name`` in ``folder_fd``; fails if anything (a planted link, a file) is there.
+    A sandbox's tmpfs belongs to its user namespace, where host root has no uid to own a file
+    (EOVERFLOW): there the file is created as the sandbox's user."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=folder_fd)
+    except OSError as exc:
+        if exc.errno != errno.EOVERFLOW or sandbox_user() is None:
+            raise
+        with _files_as_sandbox_user():
+            fd = os.open(name, flags, 0o600, dir_fd=folder_fd)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 
@@ -348,10 +472,18 @@ class SandboxKernelManager(AsyncKernelManager):
         if self.zygote is not None:
             holder, root = await _sandbox_root(process, lambda fd: _is(stat.S_ISREG, fd, READY[1:]))
             os.close(root)
-            self.zygote.fork_into(holder, self.cgroups, SCRATCH, CONNECTION)
+            self.zygote.fork_into(holder, self.cgroups, sandbox_user(), SCRATCH, CONNECTION)
         sockets = [f"{SOCKETS[1:]}/ipc-{port}" for port in self.ports]
         _, self.root_fd = await _sandbox_root(process, lambda fd: all(_is(stat.S_ISSOCK, fd, s) for s in sockets))
+        if any(os.stat(s, dir_fd=self.root_fd, follow_symlinks=False).st_uid == 0 for s in sockets):
+            raise RuntimeError("the kernel runs as host root, who may write the host's kernel settings: refused")
         self.ip = f"/proc/self/fd/{self.root_fd}{SOCKETS}/ipc"
+
+    def write_connection_file(self, **kwargs) -> None:
+        """Jupyter's connection file (mode 0600), owned by the kernel's user, who must read it."""
+        super().write_connection_file(**kwargs)
+        if (user := sandbox_user()) is not None:
+            os.chown(self.connection_file, *user)
 
     def cleanup_ipc_files(self) -> None:
         """Nothing to remove: the sockets lived in the sandbox's own tmpfs."""
@@ -365,7 +497,47 @@ class SandboxKernelManager(AsyncKernelManager):
 class ReadyClient(AsyncKernelClient):
     """A kernel client that is ready when the kernel has answered ``kernel_info`` on the shell
     channel and gone idle on IOPub. jupyter_client's own waits 0.2 s for IOPub to stay quiet,
-    a tenth of a submission's grading once kernels are forked."""
+    a tenth of a submission's grading once kernels are forked.
+
+    The kernel knows the messages' signing key, so it can send anything on any channel. Only
+    shell and IOPub, which the grader reads, are connected (a channel nobody reads would queue
+    whatever the kernel sends there; the kernel manager, not the heartbeat, says whether the
+    kernel lives); their messages are capped in size and in number queued (a flood is dropped
+    by the kernel's side), and ZeroMQ ends a connection that brings a message over the cap and
+    never reconnects: the kernel then counts as dead (:attr:`cut_off`)."""
+
+    _monitors: list = []
+
+    @default("context")
+    def _capped_context(self) -> zmq.asyncio.Context:
+        self._created_context = True
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        context.setsockopt(zmq.RCVHWM, MAX_QUEUED_MESSAGES)
+        context.setsockopt(zmq.RECONNECT_IVL, -1)
+        return context
+
+    def start_channels(self, *args, **kwargs) -> None:
+        """Shell and IOPub only, whatever nbclient asks for."""
+        super().start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
+        self._monitors = [channel.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                          for channel in (self.shell_channel, self.iopub_channel)]
+
+    def stop_channels(self) -> None:
+        """Close the two channels (jupyter_client's would connect the others, to stop them)."""
+        for channel in (self._shell_channel, self._iopub_channel):
+            if channel is not None:
+                channel.stop()
+        if not self.context.closed:
+            self.context.destroy(linger=0)  # and the monitors
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether the kernel's side ended a connection (a message over the cap, a closed socket)."""
+        return any(monitor.get(zmq.EVENTS) & zmq.POLLIN for monitor in self._monitors)
+
+    async def is_alive(self) -> bool:
+        return not self.cut_off and await self._async_is_alive()
 
     async def wait_for_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
@@ -395,6 +567,7 @@ class CallResult:
     value: Any = None
     error: str | None = None  # why no value came back, in words for the student
     stopped: bool = False  # the call hung or crashed its kernel (not worth repeating)
+    kind: str | None = None  # what stopped it, for reports: None, "timeout", "crash" or "budget"
 
 
 def _error_text(output: dict) -> str:
@@ -413,12 +586,59 @@ def _error_text(output: dict) -> str:
 
 
 MAX_OUTPUT_BYTES = 2**20  # of one cell's outputs kept (the graded notebook, the grader's memory)
-MAX_MESSAGE_BYTES = 64 * 2**20  # one message from the kernel; a larger one ends the connection
+# One message frame from the kernel (a plot, or a print, which the kernel sends in pieces of at
+# most a megabyte: see _STREAMS_IN_PIECES); a larger one ends the connection.
+MAX_MESSAGE_BYTES = 8 * 2**20
+MAX_QUEUED_MESSAGES = 8  # per channel, unread by the grader; the kernel's side drops the rest
+# Run in every kernel before the notebook: ipykernel sends what was printed in 0.2 s as one
+# message, which a print loop makes larger than MAX_MESSAGE_BYTES; this sends it in pieces. It
+# wraps the streams' ``write`` as each cell starts (IPython sets it back after each cell).
+_STREAMS_IN_PIECES = """
+def _autograder_in_pieces(info, limit=2**20):
+    import sys
+    for stream in (sys.stdout, sys.stderr):
+        def write_in_pieces(text, stream=stream, write=stream.write, pending=[0]):
+            for start in range(0, len(text), limit):
+                piece = text[start:start + limit]
+                if pending[0] + len(piece) > limit:
+                    stream.flush()
+                    pending[0] = 0
+                write(piece)
+                pending[0] += len(piece)
+            return len(text)
+        stream.write = write_in_pieces
+get_ipython().events.register("pre_run_cell", _autograder_in_pieces)
+del _autograder_in_pieces
+"""
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"[… {len(text) - limit} characters left out]"
+
+
+def _shortened_error(content: dict, room: int) -> dict:
+    """An error's name, message and traceback in about ``room`` characters (4 KB at least), with
+    visible notes where something was left out: the grader reads the message (:func:`_error_text`),
+    the student the last frames."""
+    room = max(room, 4096)
+    frames, left = [], room // 2
+    traceback = content.get("traceback") or []
+    for frame in reversed(traceback):
+        frame = _cut(str(frame), room // 8)
+        left -= len(frame) + 4  # as str() of the list counts it
+        if left < 0:
+            frames.append(f"[… {len(traceback) - len(frames)} earlier parts of the traceback left out]")
+            break
+        frames.append(frame)
+    return {"ename": _cut(str(content.get("ename", "Error")), 200),
+            "evalue": _cut(str(content.get("evalue", "")), room // 2), "traceback": frames[::-1]}
 
 
 class _LimitedClient(NotebookClient):
     """Keeps the first :data:`MAX_OUTPUT_BYTES` of each cell's outputs and drops the rest, so a
-    print loop can fill neither the grader's memory nor the graded notebook."""
+    print loop can fill neither the grader's memory nor the graded notebook. An error is kept
+    (the grader reads it), shortened to the room left; one past the cap only if it is the cell's
+    first (a kernel can send any number of them)."""
 
     async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
         self.__dict__.setdefault("_output_bytes", {})[cell_index] = 0  # call cells reuse an index
@@ -429,6 +649,10 @@ class _LimitedClient(NotebookClient):
     def output(self, outs, msg, display_id, cell_index):
         sizes = self.__dict__.setdefault("_output_bytes", {})
         before = sizes.get(cell_index, 0)
+        if msg["msg_type"] == "error":
+            if before > MAX_OUTPUT_BYTES and any(o.output_type == "error" for o in outs):
+                return None
+            msg = {**msg, "content": _shortened_error(msg["content"], MAX_OUTPUT_BYTES - before)}
         sizes[cell_index] = before + len(str(msg.get("content", "")))
         if sizes[cell_index] <= MAX_OUTPUT_BYTES or msg["msg_type"] == "error":
             return super().output(outs, msg, display_id, cell_index)
@@ -489,15 +713,15 @@ class _Kernel:
                 command = []  # the zygote forks the kernel into the holder's sandbox
             else:
                 command.append(CONNECTION)  # the holder starts it
-            # `env -i`: bubblewrap keeps nothing of the grader's environment either
-            command = [*self.cgroup.prefix, "env", "-i",
-                       *bwrap_command(device.split(":")[0], str(connection), env, as_pid_1=True),
-                       sys.executable, "-I", "-S", "-c", HOLD, *command]
+            bwrap = bwrap_command(device.split(":")[0], str(connection), env, as_pid_1=True)
+            command = [*self.cgroup.prefix,
+                       *launch_command([*bwrap, sys.executable, "-I", "-S", "-c", HOLD, *command], self.tmp,
+                                       self.cgroup.folders, routes=[connection])]
             km = SandboxKernelManager(kernel_name=KERNEL_NAME, transport="ipc", ip=f"{SOCKETS}/ipc",
                                       connection_file=str(connection))
             km.zygote, km.cgroups = zygote, self.cgroup.folders
-            km.client_class = f"{__name__}.ReadyClient"
-            km.context.setsockopt(zmq.RECONNECT_IVL, -1)
+            km.client_class = f"{__name__}.ReadyClient"  # connects once the sockets exist: never again
+            km.context.setsockopt(zmq.RECONNECT_IVL, -1)  # the manager's own control socket
             km.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         else:
             (self.tmp / "work").mkdir()
@@ -556,17 +780,30 @@ def close_spares() -> None:
         _ZYGOTES.popitem()[1].close()
 
 
+class _BudgetSpent(Exception):
+    """The notebook's time budget ran out before or during a cell or call."""
+
+
 class NotebookProcess:
     """A notebook executed in a sandboxed, limited kernel; use as a context manager.
 
     ``files`` (host paths: the assignment's data files) are copied into the kernel's
     working directory before its cells run. With ``prestart`` (the grader's choice), once this
     notebook's kernel runs, the next notebook's kernel is started in a sandbox of its own, so
-    that its start-up (mostly ``import torch``) overlaps with this notebook's work."""
+    that its start-up (mostly ``import torch``) overlaps with this notebook's work.
+
+    ``budget``: seconds the notebook's cells and calls may take in all, across restarts (each
+    also has its timeout), so that many slow cells cannot hold the grader; what still runs when
+    it ends is stopped, and nothing runs after. None (the trusted reference): no budget."""
 
     def __init__(self, nb: nbformat.NotebookNode, *, device: str = "cpu", limits: Limits = Limits(),
-                 skip_cell=lambda cell: False, files: tuple = (), prestart: bool = False):
+                 skip_cell=lambda cell: False, files: tuple = (), prestart: bool = False,
+                 budget: float | None = None):
         self.nb = nb
+        self.budget = budget
+        self._used = 0.0  # seconds of the budget
+        self.problems: set[str] = set()  # what its cells hit: "timeout", "crash"; "budget" (cells or calls)
+        self._dead_by: str | None = None  # the kind of the last timeout or crash
         self.prestart = prestart
         self.device = device
         self.limits = limits
@@ -637,21 +874,88 @@ class NotebookProcess:
 
     # -- execution -------------------------------------------------------------------------
     def _run_cells(self) -> None:
+        with self._appended(_STREAMS_IN_PIECES) as (setup, setup_index):
+            self._client.execute_cell(setup, setup_index, store_history=False)
         for index, cell in enumerate(self.nb.cells):
             if cell.cell_type != "code" or index in self._hung or self.skip_cell(cell):
                 continue
             try:
-                self._client.execute_cell(cell, index)
+                self._execute(cell, index, self.limits.cell_timeout)
+            except _BudgetSpent:
+                self._spent(index)
+                return
             except (CellTimeoutError, DeadKernelError) as exc:
                 self._hung.add(index)
+                self._dead_by = "timeout" if isinstance(exc, CellTimeoutError) else "crash"
+                self.problems.add(self._dead_by)
                 self._note(index, f"did not finish within {self.limits.cell_timeout:g} s (an endless loop?)"
-                           if isinstance(exc, CellTimeoutError) else
-                           f"crashed the kernel (out of memory? the limit is {self.limits.memory_mb} MB)")
+                           if isinstance(exc, CellTimeoutError) else self._crash())
                 self._restart()  # re-runs every cell but the hung ones
                 return
             for output in cell.outputs:
                 if output.output_type == "error":
                     self._note(index, f"raised {_error_text(output)}")
+
+    @contextlib.contextmanager
+    def _appended(self, code: str):
+        """A cell of the grader's, at the end of the notebook while it runs (nbclient runs only
+        cells of its notebook): (the cell, its index)."""
+        cell = nbformat.v4.new_code_cell(code)
+        self.nb.cells.append(cell)
+        try:
+            yield cell, len(self.nb.cells) - 1
+        finally:
+            self.nb.cells.pop()
+
+    def _left(self) -> float:
+        """Seconds left of the time budget."""
+        return float("inf") if self.budget is None else self.budget - self._used
+
+    def _execute(self, cell, index: int, timeout: float) -> None:
+        """Run one cell within ``timeout`` and what is left of the budget, which pays its time;
+        :class:`_BudgetSpent` when the budget cut it (or was spent before)."""
+        left = self._left()
+        if left <= 0:
+            raise _BudgetSpent
+        self._client.timeout_func = lambda _cell: min(timeout, left)
+        start = time.monotonic()
+        try:
+            self._client.execute_cell(cell, index)
+        except CellTimeoutError:
+            if left < timeout:
+                raise _BudgetSpent from None
+            raise
+        finally:
+            self._used += time.monotonic() - start
+        if getattr(self._client.kc, "cut_off", False):  # cut off after its reply came
+            raise DeadKernelError("the kernel ended its connection")
+
+    def _crash(self) -> str:
+        """Why the kernel died, in words: a kernel that crashed ends its connections too, and its
+        sandbox exits with it; one cut off for a message over the cap lives on."""
+        if getattr(self._client.kc, "cut_off", False) and not self._exits(within=1):
+            return (f"sent the grader a message of more than {MAX_MESSAGE_BYTES // 2**20} MB "
+                    "(or cut its connection), so its kernel was stopped")
+        return f"crashed the kernel (out of memory? the limit is {self.limits.memory_mb} MB)"
+
+    def _exits(self, within: float) -> bool:
+        try:
+            self._kernel.km.provisioner.process.wait(timeout=within)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _budget_spent(self) -> str:
+        return f"your notebook used up its {self.budget:g} s time budget (cells and checks together)"
+
+    def _spent(self, index: int | None) -> None:
+        """The budget ran out during cell ``index`` (None: a call): note it, stop the kernel."""
+        self.problems.add("budget")
+        if index is None:  # after the notebook's cells, in notebook order
+            self._cell_problems.setdefault(len(self.nb.cells), f"a hidden check was stopped: {self._budget_spent()}")
+        else:
+            self._note(index, f"was stopped: {self._budget_spent()}; the cells after it did not run")
+        self._stop()
 
     def _note(self, index: int, problem: str) -> None:
         self._cell_problems.setdefault(index, f"cell {index + 1} {problem}")
@@ -665,10 +969,17 @@ class NotebookProcess:
     def alive(self) -> bool:
         return self._context is not None
 
-    def call(self, expression: str, args: tuple) -> CallResult:
-        """Evaluate ``expression`` in the notebook and call the result with ``args``."""
+    def call(self, expression: str, args: tuple, expected: Any = results.TRUSTED) -> CallResult:
+        """Evaluate ``expression`` in the notebook and call the result with ``args``. A student's
+        call passes the reference's result as ``expected``: its result may then hold only a
+        multiple of that (:class:`~autograder.results.Allowance`); a trusted notebook's, up to
+        ``MAX_FILE_BYTES``."""
+        if self._left() <= 0:
+            return CallResult(error=f"not run: {self._budget_spent()} before this check", stopped=True,
+                              kind="budget")
         if not self.alive:
-            return CallResult(error="not run: your kernel had already crashed or hung too often", stopped=True)
+            return CallResult(error="not run: your kernel had already crashed or hung too often", stopped=True,
+                              kind=self._dead_by)
         token = uuid.uuid4().hex
         name_in, name_out = f"{token}.in.pt", f"{token}.out.pt"
         buffer = io.BytesIO()
@@ -684,34 +995,40 @@ class NotebookProcess:
                 f"    torch.save(({expression})(*args), {self._scratch + '/' + name_out!r})\n"
                 f"_autograder_call()\n"
                 f"del _autograder_call")
-        cell = nbformat.v4.new_code_cell(code)
-        self.nb.cells.append(cell)  # nbclient executes cells of its notebook only
-        self._client.timeout = int(self.limits.call_timeout)
-        try:
-            self._client.execute_cell(cell, len(self.nb.cells) - 1)
-            failure = None
-        except CellTimeoutError:
-            failure = f"did not finish within {self.limits.call_timeout:g} s (an endless loop, or far too slow?)"
-        except DeadKernelError:
-            failure = f"crashed the kernel (out of memory? the limit is {self.limits.memory_mb} MB)"
-        finally:
-            self.nb.cells.pop()
-            self._client.timeout = int(self.limits.cell_timeout)
+        failure = kind = None
+        with self._appended(code) as (cell, index):
+            try:
+                self._execute(cell, index, self.limits.call_timeout)
+            except _BudgetSpent:
+                failure, kind = f"did not finish: {self._budget_spent()}", "budget"
+            except CellTimeoutError:
+                failure, kind = (f"did not finish within {self.limits.call_timeout:g} s (an endless loop, "
+                                 "or far too slow?)"), "timeout"
+            except DeadKernelError:
+                failure, kind = self._crash(), "crash"
         if failure:
-            self._restart()
-            return CallResult(error=failure, stopped=True)
+            if kind == "budget":
+                self._spent(None)
+            else:
+                self._dead_by = kind
+                self._restart()
+            return CallResult(error=failure, stopped=True, kind=kind)
         self._unlink(name_in)
         errors = [o for o in cell.outputs if o.output_type == "error"]
         if errors:
             self._unlink(name_out)
             return CallResult(error=f"raised {_error_text(errors[0])}")
+        allowance = None if expected is results.TRUSTED else results.Allowance.of(expected)
+        limit = MAX_FILE_BYTES if allowance is None else min(MAX_FILE_BYTES, allowance.bytes)
         try:
-            data = read_regular(self._scratch_fd, name_out, MAX_FILE_BYTES)
-            return CallResult(value=torch.load(io.BytesIO(data), weights_only=True))
+            return CallResult(value=results.load(read_regular(self._scratch_fd, name_out, limit), allowance))
         except FileNotFoundError:
             return CallResult(error="returned nothing the grader could read")
         except OverflowError:
-            return CallResult(error=f"returned more than {MAX_FILE_BYTES // 2**20} MB of data")
+            return CallResult(error=str(allowance.exceeded(limit)) if allowance else
+                              f"returned more than {MAX_FILE_BYTES // 2**20} MB of data")
+        except results.Refused as refusal:
+            return CallResult(error=str(refusal))
         except OSError:  # a link or something else planted where the result belongs
             return CallResult(error="returned nothing the grader could read (its result file was replaced)")
         except Exception as exc:  # an object torch.load refuses: not a tensor or plain data

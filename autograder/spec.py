@@ -42,6 +42,22 @@ class Hint:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """Why a case failed: what differs, and the hints for the mistakes recognised in it, kept apart
+    so that a report never takes text from a student's result for a hint. ``str()`` is what the
+    student reads."""
+
+    message: str
+    hints: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return "\n".join([self.message, *(f"Hint: {text}" for text in self.hints)])
+
+    def __contains__(self, words: str) -> bool:
+        return words in str(self)
+
+
+@dataclass(frozen=True)
 class Case:
     """One call of student code, judged against the reference on the same random input.
 
@@ -60,13 +76,12 @@ class Case:
     hints: tuple[Hint, ...] = field(default=())
     check: Callable[[Any, Any, tuple], str | None] | None = None
 
-    def judge(self, got: Any, expected: Any, args: tuple) -> str | None:
-        """``None`` if ``got`` passes, else the message followed by the hints that apply."""
+    def judge(self, got: Any, expected: Any, args: tuple) -> Verdict | None:
+        """``None`` if ``got`` passes, else the message and the hints that apply."""
         message = (self.check or _default_check)(got, expected, args)
         if message is None:
             return None
-        hints = [h.text for h in self.hints if h.matches(got, expected, args)]
-        return "\n".join([message, *(f"Hint: {text}" for text in hints)])
+        return Verdict(message, tuple(h.text for h in self.hints if h.matches(got, expected, args)))
 
 
 def _default_check(got: Any, expected: Any, args: tuple) -> str | None:

@@ -16,8 +16,10 @@ then enters it before anything of the notebook runs (:func:`_enter`):
    UTS and cgroup namespaces, and last the holder's own user namespace, the one in which
    bubblewrap's ``--disable-userns`` forbids new user namespaces; it refuses if any of them is
    its own (a holder that had not entered its sandbox), and checks that its root is the holder's;
-3. it drops every capability (bounding, ambient, effective, permitted, inheritable) and sets
-   ``no_new_privs``, as bubblewrap does;
+3. a zygote run by root has the child become the sandbox's user (:func:`autograder.sandbox.sandbox_user`,
+   the holder's own; no groups), so that no kernel is host root; it drops every capability
+   (bounding, ambient, effective, permitted, inheritable), sets ``no_new_privs``, as bubblewrap
+   does, and loads the seccomp filter bubblewrap gave the holder (:mod:`autograder.syscall_filter`);
 4. it forks the kernel, PID 2 of the sandbox, which starts a new session, keeps no descriptor
    of the zygote's, and becomes :mod:`autograder.kernel`; the child itself exits.
 
@@ -46,6 +48,8 @@ import select
 import signal
 import subprocess
 import sys
+
+from . import syscall_filter
 
 # PID 1 of every sandbox until its kernel (PID 2) exits; reaps what the kernel orphans, cannot
 # be traced. With a command (kernels that bubblewrap starts) it starts that as the kernel;
@@ -91,10 +95,14 @@ def _same(fd: int, path: str) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _drop_privileges(last_cap: int) -> None:
+def _drop_privileges(last_cap: int, user: list[int] | None) -> None:
     for cap in range(last_cap + 1):
         _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "dropping the bounding set")
     _check(_libc.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0), "clearing ambient capabilities")  # CLEAR_ALL
+    if user is not None:  # still CAP_SETUID/SETGID in the sandbox's user namespace
+        uid, gid = user
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
 
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -105,16 +113,28 @@ def _drop_privileges(last_cap: int) -> None:
 
     _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "dropping capabilities")
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "setting no_new_privs")
+    syscall_filter.load()
 
 
-def _enter(holder: int, cgroups: list[str]) -> None:
-    """Move this process into the sandbox whose PID 1 is ``holder`` (a host PID), unprivileged."""
+def _host_ids(pid: int) -> tuple[int, int]:
+    """The real uid and gid of process ``pid``, as this process's user namespace sees them."""
+    status = open(f"/proc/{pid}/status").read()
+    return tuple(int(line.split()[1]) for line in status.splitlines() if line.startswith(("Uid:", "Gid:")))
+
+
+def _enter(holder: int, cgroups: list[str], user: list[int] | None) -> None:
+    """Move this process into the sandbox whose PID 1 is ``holder`` (a host PID), unprivileged:
+    as ``user`` ([uid, gid], the holder's), when given."""
     ns = {name: os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in _CLONE}
     root = os.open(f"/proc/{holder}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
     for name, fd in ns.items():
         if name != "cgroup" and _same(fd, f"/proc/self/ns/{name}"):  # cgroup: unshared where possible
             raise OSError(f"the holder shares this process's {name} namespace")
+    if user is not None:
+        if list(_host_ids(holder)) != list(user):
+            raise OSError("the holder does not run as the sandbox's user")
+        os.setgroups([])  # as root, in the host's user namespace: none of root's groups goes along
     outer = fcntl.ioctl(ns["user"], _NS_GET_PARENT)
     if _same(outer, "/proc/self/ns/user"):
         raise OSError("the holder's user namespace is not bubblewrap's inner one")
@@ -131,7 +151,7 @@ def _enter(holder: int, cgroups: list[str]) -> None:
         raise OSError("the root is not the sandbox's")
     for fd in [*ns.values(), outer, root]:
         os.close(fd)
-    _drop_privileges(last_cap)
+    _drop_privileges(last_cap, user)
 
 
 def _interpreter_is_safe() -> bool:
@@ -161,7 +181,7 @@ def _become_kernel(scratch: str, connection: str) -> None:
             raise OSError(f"the kernel is PID {os.getpid()} of its sandbox")
         status = open("/proc/self/status").read()
         if any(f"{field}:\t0000000000000000" not in status for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")) \
-                or "NoNewPrivs:\t1" not in status:
+                or "NoNewPrivs:\t1" not in status or "Seccomp:\t2" not in status:
             raise OSError("a privilege is left")
         if not _interpreter_is_safe():
             raise OSError("the kernel could change the host's interpreter")
@@ -192,13 +212,15 @@ def serve() -> None:
     import ipykernel.kernelapp  # noqa: F401
     import torch  # noqa: F401
 
+    syscall_filter.build()  # libseccomp loaded before any request
+
     for line in sys.stdin.buffer:
-        holder, cgroups, scratch, connection = json.loads(line)
+        holder, cgroups, user, scratch, connection = json.loads(line)
         if os.fork():
             continue
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         try:
-            _enter(holder, cgroups)
+            _enter(holder, cgroups, user)
             if os.fork() == 0:
                 _become_kernel(scratch, connection)
             answer = "ok"
@@ -215,11 +237,12 @@ class Zygote:
         self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote"], env=env, cwd="/",
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
-    def fork_into(self, holder: int, cgroups: list[str], scratch: str, connection: str,
-                  timeout: float = 120) -> None:
-        """Fork a kernel into the sandbox whose PID 1 is ``holder``; raises when it could not."""
+    def fork_into(self, holder: int, cgroups: list[str], user: tuple[int, int] | None, scratch: str,
+                  connection: str, timeout: float = 120) -> None:
+        """Fork a kernel into the sandbox whose PID 1 is ``holder``, as ``user`` (uid, gid) where
+        given; raises when it could not."""
         try:
-            self.process.stdin.write(json.dumps([holder, cgroups, scratch, connection]).encode() + b"\n")
+            self.process.stdin.write(json.dumps([holder, cgroups, user, scratch, connection]).encode() + b"\n")
             self.process.stdin.flush()
             ready, _, _ = select.select([self.process.stdout], [], [], timeout)
             answer = self.process.stdout.readline().decode().strip() if ready else "no answer"

@@ -8,6 +8,9 @@ Simulated with ``AUTOGRADER_BWRAP`` naming a ``bwrap`` that fails as bubblewrap 
 from __future__ import annotations
 
 import csv
+import shutil
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -19,7 +22,9 @@ FULL = 10.0
 
 @pytest.fixture
 def no_namespaces(tmp_path) -> tuple[dict, object]:
-    calls = tmp_path / "calls"
+    shared = Path(tempfile.mkdtemp(prefix="autograder-calls-"))  # bwrap runs as the sandbox's user
+    shared.chmod(0o777)
+    calls = shared / "calls"
     fake = tmp_path / "bwrap"
     fake.write_text("#!/bin/sh\n"
                     f"echo run >> {calls}\n"
@@ -27,7 +32,8 @@ def no_namespaces(tmp_path) -> tuple[dict, object]:
                     "does not allow non-privileged user namespaces.' >&2\n"
                     "exit 1\n")
     fake.chmod(0o755)
-    return {"AUTOGRADER_BWRAP": str(fake)}, calls
+    yield {"AUTOGRADER_BWRAP": str(fake)}, calls
+    shutil.rmtree(shared)
 
 
 @pytest.fixture

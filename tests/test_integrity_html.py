@@ -56,19 +56,26 @@ def pages(course, tmp_path_factory) -> dict[str, Path]:
     summary = grade_class(course, ASSIGNMENT, {"xss": nb}, tmp_path_factory.mktemp("downloads"))
     assert summary["xss"]["score"] == 10.0, summary["xss"]
     run_cli(course, "feedback", ASSIGNMENT)
+    return {"feedback": course / "feedback" / "xss" / ASSIGNMENT / "tokens.html",
+            "formgrader": formgrader_page(course, "xss", tmp_path_factory.mktemp("formgrade"))}
+
+
+def formgrader_page(course: Path, student: str, folder: Path) -> Path:
+    """``student``'s graded notebook as the formgrader renders it (nbgrader's formgrade template
+    through the course's exporter config), written into ``folder``."""
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
     extra = Config()  # what nbgrader's FormgradeExtension adds to the course's config
     extra.HTMLExporter.template_name = "formgrade"
     extra.HTMLExporter.extra_template_basedirs = [handlers.template_path]
     config.merge(extra)
     resources = {"assignment_id": ASSIGNMENT, "notebook_id": "tokens", "submission_id": "x", "index": 0,
-                 "total": 1, "base_url": "/", "student": "xss", "last_name": None, "first_name": None,
-                 "notebook_path": f"autograded/xss/{ASSIGNMENT}/tokens.ipynb"}
+                 "total": 1, "base_url": "/", "student": student, "last_name": None, "first_name": None,
+                 "notebook_path": f"autograded/{student}/{ASSIGNMENT}/tokens.ipynb"}
     html, _ = HTMLExporter(config=config).from_filename(
-        str(course / "autograded" / "xss" / ASSIGNMENT / "tokens.ipynb"), resources=resources)
-    formgrade = tmp_path_factory.mktemp("formgrade") / "formgrade.html"
-    formgrade.write_text(html)
-    return {"feedback": course / "feedback" / "xss" / ASSIGNMENT / "tokens.html", "formgrader": formgrade}
+        str(course / "autograded" / student / ASSIGNMENT / "tokens.ipynb"), resources=resources)
+    page = folder / "formgrade.html"
+    page.write_text(html)
+    return page
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,7 @@ def test_the_zygote_refuses_a_process_that_is_not_in_a_sandbox(zygote):
     outside = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         with pytest.raises(RuntimeError, match="shares this process's"):
-            zygote.fork_into(outside.pid, [], sandbox.SCRATCH, sandbox.CONNECTION)
+            zygote.fork_into(outside.pid, [], sandbox.sandbox_user(), sandbox.SCRATCH, sandbox.CONNECTION)
     finally:
         outside.kill()
         outside.wait()

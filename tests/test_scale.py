@@ -192,7 +192,7 @@ def test_a_dask_worker_without_the_sandbox_refuses_to_grade(course, graded, dask
         def there():
             os.environ.pop("AUTOGRADER_BWRAP", None)
             os.environ.update({"AUTOGRADER_BWRAP": path} if path else {})
-            sandbox.sandbox_problem.cache_clear()
+            sandbox.probe.cache_clear()
         client.run(there)
 
     use_bwrap(str(fake))
