@@ -429,7 +429,7 @@ def doctor(args) -> None:
     control = sandbox.resource_control()
     print("limits on the kernel's whole process tree: " + {
         "systemd": "cgroup v2 through `systemd-run --user --scope` (memory without swap, processes, CPU)",
-        "cgroupfs": "writable cgroup v1 folders (memory without swap, processes, CPU)",
+        "cgroupfs": "writable cgroup v1 folders (memory without swap, processes, CPU shared by kernel)",
         "rlimits": "none (no delegated cgroup): per-process rlimits only",
     }[control])
     import torch  # noqa: PLC0415 (only this step needs it)

@@ -83,6 +83,7 @@ TMPFS_MB = {SCRATCH: 320, "/tmp": 128, "/dev/shm": 56, SOCKETS: 8}
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "passwd", "group",
         "localtime", "fonts", "alternatives")
+CPU_SHARES = 1024  # every kernel's weight in the CPU scheduler: the same for all
 # Global /proc files, read-only in every sandbox (bubblewrap covers the last three only where
 # they are writable before it switches user; /proc/sys is what uid 0 may write without a capability).
 _PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus")
@@ -99,8 +100,7 @@ class Limits:
     """What one notebook process may use. ``memory_mb`` is an address-space limit with a CPU
     build of torch; a CUDA build maps gigabytes of libraries it never uses, so there it limits
     the data segment (heap, anonymous memory) on ``cpu`` and nothing on ``cuda``; where cgroups
-    can be used it also caps the whole process tree's memory. ``processes`` counts processes and threads;
-    ``cpus`` is the CPU time per second the whole tree may use, where cgroups can be used. ``sandbox``
+    can be used it also caps the whole process tree's memory. ``processes`` counts processes and threads. ``sandbox``
     False runs the kernel with the resource limits only (``--no-sandbox``)."""
 
     cell_timeout: float = 60.0
@@ -108,7 +108,6 @@ class Limits:
     memory_mb: int = 4096
     cpu_seconds: int = 900
     processes: int = 256
-    cpus: int = 1
     max_restarts: int = 8
     sandbox: bool = True
 
@@ -318,8 +317,10 @@ def resource_control() -> str:
 
 class _Cgroup:
     """One kernel's cgroup: its folders (cgroupfs; the launcher joins them) or a command prefix
-    that enters it (systemd), and its removal afterwards. CPU: at most ``limits.cpus`` cores of
-    time, so a kernel that starts many busy processes slows only itself, not a classmate."""
+    that enters it (systemd), and its removal afterwards. CPU: the kernel's whole process tree is
+    one entity of the scheduler, weighted as every other kernel (cgroupfs: ``cpu.shares``; systemd:
+    at most one core), so a kernel that starts many busy processes slows itself, not a classmate;
+    a kernel alone may still use every idle core."""
 
     def __init__(self, limits: Limits):
         self.folders: list[str] = []
@@ -328,7 +329,7 @@ class _Cgroup:
         if method == "systemd":
             self.prefix = ["systemd-run", "--user", "--scope", "--quiet", "--collect",
                            "-p", f"MemoryMax={limits.memory_mb}M", "-p", "MemorySwapMax=0",
-                           "-p", f"TasksMax={limits.processes}", "-p", f"CPUQuota={100 * limits.cpus}%", "--"]
+                           "-p", f"TasksMax={limits.processes}", "-p", "CPUQuota=100%", "--"]
         elif method == "cgroupfs":
             name = f"autograder-{uuid.uuid4().hex[:12]}"
             for controller, base in _v1_cgroup_bases().items():
@@ -338,8 +339,7 @@ class _Cgroup:
                 if controller == "pids":
                     Path(folder, "pids.max").write_text(str(limits.processes))
                 elif controller == "cpu":
-                    period = int(Path(folder, "cpu.cfs_period_us").read_text())
-                    Path(folder, "cpu.cfs_quota_us").write_text(str(period * limits.cpus))
+                    Path(folder, "cpu.shares").write_text(str(CPU_SHARES))
                 else:
                     Path(folder, "memory.limit_in_bytes").write_text(str(limits.memory_mb * 2**20))
                     if os.path.exists(f"{folder}/memory.memsw.limit_in_bytes"):  # no swap either
