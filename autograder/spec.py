@@ -92,7 +92,7 @@ def expect(got: Any, expected: Any, what: str, hints: Sequence[str] = ()) -> Non
     """Public-check assertion: raise :class:`CheckFailed` saying how ``got`` differs."""
     message = describe_difference(got, expected, what)
     if message is not None:
-        raise CheckFailed("\n".join([message, *(f"Hint: {text}" for text in hints)]))
+        raise CheckFailed(str(Verdict(message, tuple(hints))))
 
 
 def passed(name: str, count: int) -> None:
