@@ -1,13 +1,16 @@
 """Course toolkit for "From one-hot to KV cache".
 
 - :mod:`autograder.chapters` — per chapter: the public checks students run in their notebook
-  and the hidden cases the grader runs (``CASES``, keyed by nbgrader ``grade_id``).
-- :mod:`autograder.spec`, :mod:`autograder.compare` — how checks are written and how results
-  are compared (device-aware tolerances).
-- :mod:`autograder.sandbox` → :mod:`autograder.grading` → :mod:`autograder.nbgrader_plugin` —
-  how a grade travels: student code runs in its own limited process, the grader compares its
-  results with the reference's, and nbgrader stores the scores in its gradebook.
-- :mod:`autograder.cli` — the instructor commands (``python -m autograder --help``).
+  and the hidden cases the grader runs (``CASES``, keyed by nbgrader ``grade_id``), written in
+  :mod:`autograder.checks` (calling student code, comparing with hints, seeded inputs),
+  :mod:`autograder.spec` (cases, verdicts) and :mod:`autograder.compare` (device-aware
+  tolerances); chapter modules never import one another.
+- How a grade travels: :mod:`autograder.sandbox` (the sandbox) → :mod:`autograder.process`
+  (a notebook's kernel in it, called from outside) → :mod:`autograder.grading` (hidden cases
+  judged in the grader) → :mod:`autograder.nbgrader_plugin` (nbgrader's autograde step) →
+  :mod:`autograder.course` (one submission of a course, its gradebook score) →
+  :mod:`autograder.parallel` / :mod:`autograder.cluster` (many at once) → :mod:`autograder.cli`
+  (the instructor commands, ``python -m autograder --help``).
 """
 
 import sys as _sys

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from distributed import Client, WorkerPlugin, get_worker
 
-from . import parallel, sandbox
+from . import parallel, process, sandbox
 
 
 class NoSandbox(RuntimeError):
@@ -71,7 +71,7 @@ class ClusterPool:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        self.client.run(sandbox.close_spares)  # workers outlive the run; their spare kernels do not
+        self.client.run(process.close_spares)  # workers outlive the run; their spare kernels do not
         self.client.close()
         if isinstance(error, NoSandbox):
             raise SystemExit(f"refusing to grade: {error}.\nRun `python -m autograder doctor` there, or "

@@ -1,6 +1,6 @@
 """Grade a notebook: run each hidden case on the reference and on the student, compare here.
 
-Both notebooks run in their own :class:`~autograder.sandbox.NotebookProcess`; this module
+Both notebooks run in their own :class:`~autograder.process.NotebookProcess`; this module
 only builds inputs, collects results and judges them. Reference results are computed once
 per (reference notebook, device, seed) and kept in memory, so grading a class runs the
 reference once and no reference result is ever on disk while student code runs.
@@ -8,6 +8,9 @@ reference once and no reference result is ever on disk while student code runs.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import threading
 import zlib
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -16,7 +19,8 @@ from typing import Any
 import nbformat
 import torch
 
-from .sandbox import CallResult, Limits, NotebookProcess
+from .process import CallResult, NotebookProcess
+from .sandbox import Limits
 from .spec import Case, Verdict, error_hint, show_input
 
 
@@ -94,7 +98,7 @@ def reference_results(reference: nbformat.NotebookNode, tests: ModuleType, *, de
                       seed: int, limits: Limits, files: tuple = (), prestart: bool = False) -> dict[tuple[str, int], Any]:
     """Run every case of ``tests.CASES`` on the reference notebook, in its own process
     (``files``: the assignment's data files, copied into its working directory; ``prestart``:
-    start the next notebook's kernel meanwhile, see :class:`~autograder.sandbox.NotebookProcess`)."""
+    start the next notebook's kernel meanwhile, see :class:`~autograder.process.NotebookProcess`)."""
     inputs = _inputs(tests.CASES, seed)
     results = {}
     with NotebookProcess(reference, device=device, limits=limits, skip_cell=is_test_cell, files=files,
@@ -117,10 +121,50 @@ def _explain(call_error: str) -> Verdict:
     return Verdict(call_error, (hint,) if hint else ())
 
 
-def _judge(case: Case, got: Any, expected: Any, args: tuple) -> Verdict | None:
-    """``case.judge``, where anything raised on an odd result fails this case only (not the notebook)."""
+JUDGE_SECONDS = 10.0  # to judge one result; the reference's own takes milliseconds
+
+
+class _JudgeTimeout(BaseException):
+    """Raised in the judging thread when judging one result ran out of time (not an Exception,
+    which a hint's own guard would catch)."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raise :class:`_JudgeTimeout` in this thread at the first Python step after ``seconds``.
+
+    Not a signal, which reaches the main thread only (Dask judges in worker threads). A
+    single torch operation is not interrupted, but what judging is given is bounded in size
+    first (:mod:`autograder.results`), which bounds such an operation too."""
+    thread, lock, state = ctypes.c_ulong(threading.get_ident()), threading.Lock(), {"done": False, "fired": False}
+
+    def fire():
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, ctypes.py_object(_JudgeTimeout))
+
+    timer = threading.Timer(seconds, fire)
+    timer.start()
     try:
-        return case.judge(got, expected, args)
+        yield
+    finally:
+        with lock:
+            state["done"] = True
+            if state["fired"]:  # not raised yet, or raised and caught inside: no longer pending
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, None)
+        timer.cancel()
+
+
+def _judge(case: Case, got: Any, expected: Any, args: tuple) -> Verdict | None:
+    """``case.judge`` within :data:`JUDGE_SECONDS`, where anything raised on an odd result fails
+    this case only (not the notebook)."""
+    try:
+        with _deadline(JUDGE_SECONDS):
+            return case.judge(got, expected, args)
+    except _JudgeTimeout:
+        return Verdict(f"the grader could not compare your result with the expected one within "
+                       f"{JUDGE_SECONDS:g} s: return the kind of value the exercise asks for")
     except Exception as error:
         return Verdict(f"the grader could not compare your result with the expected one "
                        f"({type(error).__name__}): return the kind of value the exercise asks for")
@@ -130,7 +174,7 @@ def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tupl
           points: dict[str, float], *, device: str, seed: int, limits: Limits,
           files: tuple = (), prestart: bool = False, budget: float | None = None) -> dict[str, CellReport]:
     """Run the hidden cases on ``student`` (executed in place, so its cells keep their outputs),
-    its cells and calls within ``budget`` seconds in all (see :class:`~autograder.sandbox.NotebookProcess`)."""
+    its cells and calls within ``budget`` seconds in all (see :class:`~autograder.process.NotebookProcess`)."""
     inputs = _inputs(tests.CASES, seed)
     reports = {gid: CellReport(gid, points[gid]) for gid in tests.CASES if gid in points}
     hung: dict[str, CallResult] = {}  # a call that hung or crashed once is not tried again

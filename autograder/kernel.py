@@ -1,6 +1,6 @@
 """Entry point of the sandboxed kernel: apply the resource limits, then become an IPython kernel.
 
-:mod:`autograder.sandbox` passes the limits through the environment; bubblewrap provides the
+:mod:`autograder.process` passes the limits through the environment; bubblewrap provides the
 isolation (see the README's "Security" section). A kernel forked by :mod:`autograder.zygote`
 has torch imported already; one that bubblewrap starts (under systemd) binds its sockets first
 and only then imports torch (every notebook of the course does, and it is most of a kernel's

@@ -24,12 +24,20 @@ from .grading import grade, is_test_cell, reference_results, cell_points
 from .repair import repair
 from .sandbox import Limits, sandbox_problem
 
+# SandboxGrade.reference_key → that reference notebook's results, in this process: see add_references
 _REFERENCE_CACHE: dict[tuple, dict] = {}
 # (assignment, student, notebook) → what RepairSubmission changed, for the reports and the CSV
 REPAIRS: dict[tuple[str, str, str], list[tuple[str | None, str]]] = {}
 # (assignment, student, notebook) → each test cell's CellReport.record(): what the instructor's
 # report reads, as data, so that nothing a student prints can pass for a hint or a timeout
 RECORDS: dict[tuple[str, str, str], list[dict]] = {}
+
+
+def add_references(results: dict[tuple, dict]) -> None:
+    """Take reference results computed in another process (keyed by :meth:`SandboxGrade.reference_key`,
+    as :func:`autograder.parallel.grade_all` hands them to each worker), so that this process does not
+    run those reference notebooks again."""
+    _REFERENCE_CACHE.update(results)
 
 
 def _key(resources: dict) -> tuple[str, str, str]:
@@ -83,7 +91,7 @@ class SandboxGrade(NbGraderPreprocessor):
 
     def reference(self, assignment: str, notebook: str) -> tuple:
         """(checks module, reference results) of one notebook: computed once per process, or
-        handed in by ``autograde --jobs`` through ``_REFERENCE_CACHE``."""
+        handed in by ``autograde --jobs`` through :func:`add_references`."""
         key = self.reference_key(assignment, notebook)
         path = Path(key[0])
         reference = nbformat.read(path, as_version=4)

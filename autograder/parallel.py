@@ -31,6 +31,8 @@ from nbgrader.api import Gradebook
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
+from .course import grade_timed, nbgrader_api
+from .nbgrader_plugin import SandboxGrade, add_references
 from .zygote import die_with_parent
 
 # nbgrader's find-or-create (the course row, students, submissions) is a read, then an insert:
@@ -119,12 +121,10 @@ _WORKER: dict = {}
 def prepare_worker(course: Path, overrides: dict) -> None:
     """One nbgrader API per worker process and the gradebook lock (of one course for the
     process's life, hence the refusal to switch courses)."""
-    from .cli import _api  # noqa: PLC0415 (cli imports this module)
-
     if _WORKER.setdefault("course", course) != course:
         raise RuntimeError(f"this worker process graded {_WORKER['course']}: start new workers for {course}")
     serialise_gradebook(course / ".gradebook.lock")
-    _WORKER["api"] = _api(course, **overrides)
+    _WORKER["api"] = nbgrader_api(course, **overrides)
 
 
 def init_worker(course: Path, overrides: dict) -> None:
@@ -135,18 +135,13 @@ def init_worker(course: Path, overrides: dict) -> None:
 
 def reference_in_worker(assignment: str, notebook: str) -> dict:
     """Run one reference notebook's hidden cases; {cache key: results} for the submissions' tasks."""
-    from .nbgrader_plugin import SandboxGrade  # noqa: PLC0415
-
     grader = SandboxGrade(config=_WORKER["api"].config)
     return {grader.reference_key(assignment, notebook): grader.reference(assignment, notebook)[1]}
 
 
 def grade_in_worker(assignment: str, student: str, notebooks: list[str], references: dict) -> tuple[str, dict, float]:
-    """:func:`autograder.cli.grade_timed` in a worker: (student, outcome, seconds), all plain data."""
-    from .cli import grade_timed  # noqa: PLC0415
-    from .nbgrader_plugin import _REFERENCE_CACHE  # noqa: PLC0415
-
-    _REFERENCE_CACHE.update(references)
+    """:func:`autograder.course.grade_timed` in a worker: (student, outcome, seconds), all plain data."""
+    add_references(references)
     return grade_timed(_WORKER["api"], assignment, student, notebooks)
 
 
@@ -159,7 +154,7 @@ def local_pool(jobs: int, course: Path, overrides: dict) -> ProcessPoolExecutor:
 def grade_all(pool: Executor, work: dict[str, tuple[list[str], list[str]]]):
     """Grade ``work`` (assignment → (its notebooks, the students to grade)) on ``pool``, yielding
     ``(assignment, student, outcome, seconds)`` as submissions finish (``outcome``: see
-    :func:`autograder.cli.grade_one`).
+    :func:`autograder.course.grade_one`).
 
     Every assignment's reference notebooks run first, each once, as tasks of the pool (so the
     workers are busy from the start); an assignment's submissions are queued, with its reference

@@ -11,6 +11,9 @@ invocation come from one run on one machine, so their ratios compare like with l
     python benchmarks/grading_speed.py --class-mode [--per-chapter 20] [--jobs 2] [ASSIGNMENT ...]
         per chapter, a class of correct, half-done and blank submissions: stock sequential vs
         ours with --jobs; throughput ratio; then one full-course submission (every chapter)
+    ... --class-mode --anchor OTHER/.venv/bin/python [--no-stock]
+        also this grader as another checkout has it (a git worktree with its own environment,
+        whose ``autograder`` is that checkout's), in the same run: a change's cost in speed
 """
 
 from __future__ import annotations
@@ -56,10 +59,10 @@ def _run(command: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def _autograde(name: str, assignment: str, *extra: str) -> list[str]:
+def _autograde(name: str, assignment: str, *extra: str, anchor: str | None = None) -> list[str]:
     if name == "stock":
         return [STOCK, "autograde", assignment, "--force"]
-    return [PYTHON, "-m", "autograder", "autograde", assignment, "--force", *extra]
+    return [anchor if name == "anchor" else PYTHON, "-m", "autograder", "autograde", assignment, "--force", *extra]
 
 
 def _submit(course: Path, assignment: str, notebooks: list[nbformat.NotebookNode]) -> None:
@@ -112,8 +115,12 @@ def class_mode(args) -> None:
     chapters = args.assignments or assignments()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        courses = {"ours": _course(Path(tmp), "ours", (ROOT / "nbgrader_config.py").read_text(), chapters),
-                   "stock": _course(Path(tmp), "stock", STOCK_CONFIG, chapters)}
+        ours_config = (ROOT / "nbgrader_config.py").read_text()
+        courses = {"ours": _course(Path(tmp), "ours", ours_config, chapters)}
+        if args.anchor:
+            courses["anchor"] = _course(Path(tmp), "anchor", ours_config, chapters)
+        if not args.no_stock:
+            courses["stock"] = _course(Path(tmp), "stock", STOCK_CONFIG, chapters)
         for assignment in chapters:
             base = courses["ours"]
             kinds = [make_submission(base, assignment=assignment), _half_done(base, assignment),
@@ -122,24 +129,28 @@ def class_mode(args) -> None:
             seconds = {}
             for name, course in courses.items():
                 _submit(course, assignment, notebooks)
-                seconds[name] = _run(_autograde(name, assignment, "--jobs", str(args.jobs)), course)
-            rows.append((assignment, seconds["stock"], seconds["ours"]))
-            print(f"{assignment:<18} stock {seconds['stock']:7.1f} s   ours (--jobs {args.jobs}) "
-                  f"{seconds['ours']:7.1f} s   throughput × {seconds['stock'] / seconds['ours']:.2f}", flush=True)
+                seconds[name] = _run(_autograde(name, assignment, "--jobs", str(args.jobs), anchor=args.anchor), course)
+            rows.append((assignment, seconds))
+            print(f"{assignment:<18} " + "   ".join(f"{name} {t:7.1f} s" for name, t in seconds.items())
+                  + "".join(f"   throughput ours / {name} × {t / seconds['ours']:.2f}"
+                            for name, t in seconds.items() if name != "ours"), flush=True)
         for assignment in chapters:  # one student, every chapter, correct
             _submit(courses["ours"], assignment, [make_submission(courses["ours"], assignment=assignment)])
         # one command for the whole course: its chapters share the workers
         full = _run([PYTHON, "-m", "autograder", "autograde", *chapters, "--force", "--jobs", str(args.jobs)],
                     courses["ours"])
 
-    stock, ours = sum(r[1] for r in rows), sum(r[2] for r in rows)
     n = args.per_chapter * len(rows)
-    print(f"\n| chapter | stock nbgrader, sequential (s) | ours, --jobs {args.jobs} (s) | throughput ours / stock |")
-    print("|---|---|---|---|")
-    for assignment, s, o in rows:
-        print(f"| {assignment} | {s:.1f} | {o:.1f} | {s / o:.2f}× |")
-    print(f"| all ({n} submissions) | {stock:.1f} ({stock / n:.2f} s each) | {ours:.1f} ({ours / n:.2f} s each) "
-          f"| {stock / ours:.2f}× |")
+    names = list(rows[0][1])
+    others = [name for name in names if name != "ours"]
+    label = {"stock": "stock nbgrader, sequential", "ours": f"ours, --jobs {args.jobs}", "anchor": f"anchor, --jobs {args.jobs}"}
+    print("\n| chapter | " + " | ".join(f"{label[name]} (s)" for name in names) + " | "
+          + " | ".join(f"throughput ours / {name}" for name in others) + " |")
+    print("|---" * (1 + len(names) + len(others)) + "|")
+    total = {name: sum(seconds[name] for _, seconds in rows) for name in names}
+    for assignment, seconds in [*rows, (f"all ({n} submissions)", total)]:
+        print(f"| {assignment} | " + " | ".join(f"{seconds[name]:.1f}" for name in names) + " | "
+              + " | ".join(f"{seconds[name] / seconds['ours']:.2f}×" for name in others) + " |")
     print(f"\none full-course submission ({len(chapters)} chapters in one `autograde` command, ours, "
           f"--jobs {args.jobs}): {full:.1f} s")
 
@@ -151,6 +162,8 @@ def main() -> None:
     parser.add_argument("--class-mode", action="store_true", help="a mixed class for every chapter")
     parser.add_argument("--per-chapter", type=int, default=20, help="class mode: submissions per chapter")
     parser.add_argument("--jobs", type=int, default=2, help="class mode: our --jobs")
+    parser.add_argument("--anchor", help="class mode: also grade with this interpreter's autograder (another checkout)")
+    parser.add_argument("--no-stock", action="store_true", help="class mode: leave stock nbgrader out")
     parser.add_argument("assignments", nargs="*", help="class mode: these chapters only (default: all)")
     args = parser.parse_args()
     class_mode(args) if args.class_mode else one_chapter(args)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import nbformat
 
-from autograder import sandbox
+from autograder import process, sandbox
 from conftest import ASSIGNMENT, grade_class, make_submission
 
 FULL = 10.0
@@ -32,7 +32,7 @@ def test_many_slow_cells_stop_at_the_budget_and_a_classmate_keeps_full_marks(cou
 def test_the_budget_stops_a_call_too_and_says_so():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import time\ntime.sleep(1.5)\ndef slow(x):\n    time.sleep(1)\n    return x\n")])
-    with sandbox.NotebookProcess(nb, limits=sandbox.Limits(cell_timeout=5, call_timeout=5), budget=3) as proc:
+    with process.NotebookProcess(nb, limits=sandbox.Limits(cell_timeout=5, call_timeout=5), budget=3) as proc:
         results = [proc.call("slow", (i,)) for i in range(4)]
         errors, problems = proc.cell_errors, proc.problems
     spent = "your notebook used up its 3 s time budget (cells and checks together)"

@@ -24,7 +24,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import sandbox
+from autograder import process, sandbox
 from conftest import ROOT
 
 ORDINARY = 4242  # an ordinary user's uid and gid (not nobody's: 65534 is also what unmapped ids look like)
@@ -34,9 +34,9 @@ def _notebook(*sources: str) -> nbformat.NotebookNode:
     return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
 
 
-def _host_uids(process: sandbox.NotebookProcess) -> dict[int, int]:
+def _host_uids(process: process.NotebookProcess) -> dict[int, int]:
     """Host PID → host uid of every process in the kernel's sandbox, read from outside it."""
-    holder = sandbox._child_pid(process._kernel.km.provisioner.process.pid)
+    holder = sandbox.child_pid(process._kernel.km.provisioner.process.pid)
     namespace = os.readlink(f"/proc/{holder}/ns/pid")
     uids = {}
     for entry in Path("/proc").iterdir():
@@ -58,7 +58,7 @@ def kernels(request, monkeypatch):
 
 
 def test_a_kernel_is_never_host_root_and_cannot_change_the_hosts_kernel(kernels):
-    with sandbox.NotebookProcess(_notebook(sandbox.CONFINEMENT_CELL)) as kernel:
+    with process.NotebookProcess(_notebook(sandbox.CONFINEMENT_CELL)) as kernel:
         seen = kernel.call("confinement", ())
         uids = _host_uids(kernel)
     assert seen.error is None, seen.error
@@ -77,13 +77,13 @@ def test_the_grader_as_an_ordinary_user_gets_the_same_sandbox(tmp_path):
     script = home / "grade.py"
     script.write_text(textwrap.dedent(f"""
         import json, os, nbformat
-        from autograder import sandbox
+        from autograder import process, sandbox
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell({sandbox.CONFINEMENT_CELL!r})])
         seen = {{}}
         for how in ("forked", "bubblewrap-started"):
             if how == "bubblewrap-started":
                 sandbox.forks_kernels = lambda limits: False
-            with sandbox.NotebookProcess(nb) as kernel:
+            with process.NotebookProcess(nb) as kernel:
                 result = kernel.call("confinement", ())
                 socket = os.stat(f"/proc/self/fd/{{kernel._kernel.km.root_fd}}{{sandbox.SOCKETS}}/ipc-{{kernel._kernel.km.shell_port}}")
                 seen[how] = [result.value, result.error, socket.st_uid]
@@ -150,9 +150,9 @@ def share():
 """
 RUN = """
 import sys, nbformat
-from autograder import sandbox
+from autograder import process
 nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(sys.argv[1])])
-with sandbox.NotebookProcess(nb) as kernel:
+with process.NotebookProcess(nb) as kernel:
     print("running", flush=True)
     for _ in sys.stdin:  # a line: measure a share of the CPU
         print(kernel.call("share", ()).value, flush=True)
@@ -174,3 +174,27 @@ def test_a_kernels_busy_processes_leave_a_classmate_its_core():
             attacker.stdin.close()
         classmate.stdin.close()
     assert beside > 0.6 * alone, f"the classmate got {beside:.2f} of a core beside the attacker, {alone:.2f} alone"
+
+
+def test_on_cgroup_v2_without_systemd_a_kernel_gets_its_weight_memory_and_processes(tmp_path, monkeypatch):
+    """This machine has cgroup v1, so a folder stands in for a delegated v2 one (AUTOGRADER_CGROUP):
+    what the grader writes there is what the kernel's cgroup holds it to."""
+    delegated = tmp_path / "autograder"
+    delegated.mkdir()
+    (delegated / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    monkeypatch.setenv("AUTOGRADER_CGROUP", str(delegated))
+    monkeypatch.setattr(sandbox, "_v1_cgroup_bases", dict)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)  # no systemd-run
+    for cached in (sandbox._v2_cgroup_base, sandbox.resource_control):
+        cached.cache_clear()
+    try:
+        assert sandbox.resource_control() == "cgroupfs"
+        limits = sandbox.Limits(memory_mb=1024, processes=64)
+        cgroup = sandbox.Cgroup(limits)
+        (folder,) = cgroup.folders
+        assert Path(folder).parent == delegated
+        written = {f.name: f.read_text() for f in Path(folder).iterdir()}
+        assert written == {"pids.max": "64", "memory.max": str(2**30), "cpu.weight": str(sandbox.CPU_WEIGHT)}
+    finally:
+        for cached in (sandbox._v2_cgroup_base, sandbox.resource_control):
+            cached.cache_clear()

@@ -6,6 +6,7 @@ without reading them whole, and an exception while judging fails that case only.
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import re
 import time
@@ -15,7 +16,7 @@ import nbformat
 import pytest
 import torch
 
-from autograder import results, sandbox
+from autograder import grading, process, results
 from autograder.compare import describe_difference
 from autograder.grading import CellReport, _explain, _judge
 from autograder.spec import Case, Hint
@@ -99,7 +100,7 @@ def attacked():
     """Each attack's error from one sandboxed kernel (never its value: printing that may be the
     attack), and the grader's peak memory rise for it."""
     found = {}
-    with sandbox.NotebookProcess(ATTACKS) as kernel:
+    with process.NotebookProcess(ATTACKS) as kernel:
         for name in ("inflate", "expanded", "self_similar", "sparse"):
             result, growth = _peak_growth(lambda: kernel.call(name, (), expected=EXPECTED))
             found[name] = result.error, growth
@@ -179,6 +180,30 @@ def test_an_exception_while_judging_fails_that_case_only():
     verdict = _judge(Case("f", lambda g: (), "odd", (raising_hint,)), torch.ones(2), object(), ())
     assert verdict is not None and not verdict.hints  # describe_difference cannot compare an object
     assert _judge(Case("f", lambda g: (), "odd", (raising_hint,)), 1, 2, ()).hints == ()
+
+
+def test_judging_one_result_has_a_time_limit_in_any_thread(monkeypatch):
+    """A result whose judging runs on (here a hint that never ends, inside a guard of its own
+    that catches every Exception) fails its case after JUDGE_SECONDS, also in a worker thread
+    (Dask's), where no signal reaches; the next case is judged as usual."""
+    monkeypatch.setattr(grading, "JUDGE_SECONDS", 0.5)
+
+    def endless(got, expected, args):
+        while True:
+            try:
+                sum(range(1000))
+            except Exception:
+                pass
+    slow = Case("f", lambda g: (), "slow", (Hint("never shown", endless),))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        for run in (lambda f: f(), lambda f: pool.submit(f).result(timeout=30)):
+            start = time.monotonic()
+            verdict = run(lambda: _judge(slow, 1, 2, ()))
+            assert time.monotonic() - start < 5
+            assert verdict.message.startswith("the grader could not compare your result with the expected one "
+                                              "within 0.5 s"), verdict
+            assert _judge(slow, 2, 2, ()) is None
+            time.sleep(0.7)  # a deadline that was met never fires later
 
 
 def test_a_students_hint_text_is_never_a_hint_in_the_record():

@@ -12,7 +12,7 @@ import sys
 import nbformat
 import pytest
 
-from autograder import sandbox
+from autograder import process, sandbox
 from autograder.zygote import Zygote
 
 LIMITS = sandbox.Limits()
@@ -66,9 +66,9 @@ CANARY = "AUTOGRADER_TEST_GRADER_SECRET"
 def zygote():
     """The zygote of this test process (started by the first kernel), or a failure saying why not."""
     assert sandbox.forks_kernels(LIMITS), "kernels are not forked here: the integrity suite tests bubblewrap's kernels only"
-    with sandbox.NotebookProcess(PROBE):
+    with process.NotebookProcess(PROBE):
         pass
-    return sandbox._ZYGOTES["cpu", LIMITS]
+    return process._ZYGOTES["cpu", LIMITS]
 
 
 def _pipes(zygote: Zygote) -> set[str]:
@@ -77,7 +77,7 @@ def _pipes(zygote: Zygote) -> set[str]:
 
 def test_a_forked_kernel_keeps_no_privilege_and_nothing_of_the_zygote(zygote, monkeypatch):
     monkeypatch.setenv(CANARY, "hunter2")
-    with sandbox.NotebookProcess(PROBE) as kernel:
+    with process.NotebookProcess(PROBE) as kernel:
         seen = kernel.call("seen", ()).value
     assert seen["caps"] == ["0000000000000000"] * 5 and seen["no_new_privs"] == "1"
     assert seen["pid"] == 2 and seen["ppid"] == 0  # its parent is outside its PID namespace
@@ -91,17 +91,17 @@ def test_a_forked_kernel_keeps_no_privilege_and_nothing_of_the_zygote(zygote, mo
 
 
 def test_the_next_kernel_finds_no_trace_of_the_previous_one(zygote):
-    with sandbox.NotebookProcess(LITTER) as first:
+    with process.NotebookProcess(LITTER) as first:
         assert first.call("lurker_pid", ()).error is None
         assert first.cell_errors == []
-    with sandbox.NotebookProcess(PROBE) as second:
+    with process.NotebookProcess(PROBE) as second:
         seen = second.call("seen", ()).value
     assert seen["litter"] == [False, False, False] and not seen["planted"]
     assert sorted(seen["processes"]) == [1, 2]  # the previous kernel's lurker is not there
 
 
 def test_no_kernel_or_holder_outlives_its_notebook(zygote):
-    with sandbox.NotebookProcess(LITTER) as kernel:
+    with process.NotebookProcess(LITTER) as kernel:
         bwrap = kernel._kernel.km.provisioner.process.pid
     children = open(f"/proc/{zygote.process.pid}/task/{zygote.process.pid}/children").read().split()
     assert children == [], f"the zygote still has {children}"  # the kernel and the lurker it started are gone
@@ -116,7 +116,7 @@ def test_the_zygote_refuses_a_process_that_is_not_in_a_sandbox(zygote):
     finally:
         outside.kill()
         outside.wait()
-    with sandbox.NotebookProcess(PROBE) as kernel:  # and goes on serving
+    with process.NotebookProcess(PROBE) as kernel:  # and goes on serving
         assert kernel.call("seen", ()).value["pid"] == 2
 
 
@@ -125,7 +125,7 @@ def test_without_the_zygote_bubblewrap_starts_the_kernel(monkeypatch):
     takes over a second to answer (it imports torch), which the grader waits for."""
     monkeypatch.setattr(sandbox, "forks_kernels", lambda limits: False)
     monkeypatch.setenv(CANARY, "hunter2")
-    with sandbox.NotebookProcess(PROBE) as kernel:
+    with process.NotebookProcess(PROBE) as kernel:
         assert kernel._kernel.km.zygote is None
         seen = kernel.call("seen", ()).value
     assert seen["caps"] == ["0000000000000000"] * 5 and seen["litter"] == [False, False, False]

@@ -20,7 +20,7 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 from nbgrader.api import Gradebook
 
-from autograder import sandbox
+from autograder import process, sandbox
 from conftest import ASSIGNMENT, ROOT, grade_class, make_submission, run_cli
 from test_grading import LOOP, OFF_BY_ONE
 
@@ -147,12 +147,12 @@ def test_a_kernel_started_ahead_is_fresh_and_used_once():
         "                      hasattr(builtins, 'planted'), 'PLANTED' in os.environ,\n"
         "                      'torch' in globals() or '_autograder_preload' in globals()]")])
     key = ("cpu", sandbox.Limits())
-    with sandbox.NotebookProcess(litter, prestart=True) as first:
+    with process.NotebookProcess(litter, prestart=True) as first:
         assert first.call("pid", ()).error is None
-        spare = sandbox._SPARE[key]
+        spare = process._SPARE[key]
         assert spare is not first._kernel and spare.km.has_kernel
-    with sandbox.NotebookProcess(probe) as second:
-        assert second._kernel is spare and key not in sandbox._SPARE  # taken, not shared
+    with process.NotebookProcess(probe) as second:
+        assert second._kernel is spare and key not in process._SPARE  # taken, not shared
         assert second.call("traces", ()).value == [False, False, False, False, False]
     assert not spare.km.has_kernel  # shut down with its notebook
 

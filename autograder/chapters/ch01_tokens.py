@@ -15,52 +15,15 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..compare import describe_difference
-from ..spec import Case, CheckFailed, Hint, error_hint, expect, passed
+from ..checks import as_tensor, call, close, expect_example, pick, randint
+from ..spec import Case, CheckFailed, Hint, expect, passed
 
 PAD, UNK = "<pad>", "<unk>"
 
 
 # ----------------------------------------------------------------------------------------
-# Shared helpers (used by the public checks and the hidden cases alike)
+# Helpers (used by the public checks and the hidden cases alike)
 # ----------------------------------------------------------------------------------------
-
-def _call(fn: Callable, shown: str, *args: Any) -> Any:
-    """Run the student's function; a stub or a crash becomes a sentence, not only a traceback."""
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise CheckFailed(f"{shown} raised NotImplementedError: replace `raise NotImplementedError()` "
-                          "with your code (in this function or in one it calls) "
-                          "and run the cell again") from None
-    except Exception as error:  # the chained traceback still points into the student's code
-        message = f"{type(error).__name__}: {error}"
-        hint = error_hint(message)
-        raise CheckFailed(f"{shown} raised {message}" + (f"\nHint: {hint}" if hint else "")) from error
-
-
-def _expect(got: Any, expected: Any, shown: str, why: str = "",
-            hints: tuple[Hint, ...] = (), args: tuple = ()) -> None:
-    """:func:`expect` with the example's explanation and the hints that recognise the mistake
-    (each once); the explanation is labelled as such, so it is not mistaken for a diagnosis."""
-    message = describe_difference(got, expected, shown)
-    if message is None:
-        return
-    found = list(dict.fromkeys(h.text for h in hints if h.matches(got, expected, args)))
-    raise CheckFailed("\n".join([message, *([f"About this example: {why}"] if why else []),
-                                  *(f"Hint: {text}" for text in found)]))
-
-
-def _tensor(x: Any) -> torch.Tensor | None:
-    return x.detach().cpu() if isinstance(x, torch.Tensor) else None
-
-
-def _close(got: Any, target: torch.Tensor) -> bool:
-    """``got`` has ``target``'s shape and values (loosely: it identifies a formula, not a grade)."""
-    t = _tensor(got)
-    return (t is not None and t.shape == target.shape and t.dtype.is_floating_point
-            and torch.allclose(t.double(), target.detach().cpu().double(), rtol=1e-4, atol=1e-5))
-
 
 def _ints(x: Any) -> list[int] | None:
     """``x`` as a list of Python ints, or None when it is not a sequence of ints."""
@@ -165,7 +128,7 @@ def _shifted(x: torch.Tensor, s: int) -> torch.Tensor:
 
 
 def _off_by_one(got: Any, exp: torch.Tensor, args: tuple) -> bool:
-    t, e = _tensor(got), exp.detach().cpu().float()
+    t, e = as_tensor(got), exp.detach().cpu().float()
     if t is None or t.shape != e.shape or e.shape[-1] < 2 or torch.equal(t.float(), e):
         return False
     candidates = [f(e, s) for s in (1, -1) for f in (_shifted, lambda x, s: x.roll(s, -1))]
@@ -180,7 +143,7 @@ ONE_HOT_INT = Hint(
     "right values, wrong dtype: F.one_hot returns int64; convert with .float() so the result "
     "can be multiplied with float weights.",
     lambda got, exp, args: (got.dtype != exp.dtype and not got.dtype.is_floating_point
-                            and torch.equal(_tensor(got).float(), exp.detach().cpu().float())))
+                            and torch.equal(as_tensor(got).float(), exp.detach().cpu().float())))
 ONE_HOT_DEVICE = Hint(
     "the result must live on ids.device: create tensors with device=ids.device "
     "(torch.eye(V) or torch.zeros(...) alone are on the CPU).",
@@ -195,7 +158,7 @@ ONE_HOT_HINTS = (ONE_HOT_SHIFT, ONE_HOT_INT, ONE_HOT_DEVICE, ONE_HOT_CLASSES)
 EMBED_TRANSPOSED = Hint(
     "you picked columns of W instead of rows: the one-hot (..., V) multiplies W itself, "
     "(..., V) @ (V, d) -> (..., d), not W.T.",
-    lambda got, exp, args: _close(got, args[1].detach().cpu().T[args[0].cpu()]))
+    lambda got, exp, args: close(got, args[1].detach().cpu().T[args[0].cpu()]))
 EMBED_SHAPE = Hint(
     "the result ends in V = W.shape[0] instead of d = W.shape[1] (the one-hot itself, or a "
     "product with W.T?): one_hot(ids, V) @ W is (..., V) @ (V, d) -> (..., d).",
@@ -214,15 +177,15 @@ def _unit_rows(E: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
 COSINE_RAW = Hint(
     "these are raw dot products E @ E.T: divide each row by its norm first (or divide the dot "
     "products by the product of the two norms).",
-    lambda got, exp, args: _close(got, args[0].detach().cpu().double() @ args[0].detach().cpu().double().T))
+    lambda got, exp, args: close(got, args[0].detach().cpu().double() @ args[0].detach().cpu().double().T))
 COSINE_DIM = Hint(
     "normalise each row (dim=-1, one norm per vector), not each column (dim=0).",
-    lambda got, exp, args: _close(got, _unit_rows(args[0].detach().cpu().double(), 0)
-                                  @ _unit_rows(args[0].detach().cpu().double(), 0).T))
+    lambda got, exp, args: close(got, _unit_rows(args[0].detach().cpu().double(), 0)
+                                 @ _unit_rows(args[0].detach().cpu().double(), 0).T))
 COSINE_NAN = Hint(
     "NaN appears where a row is all zeros (0 / 0): clamp the norms from below, "
     "norm.clamp_min(eps), so a zero row gives similarity 0.",
-    lambda got, exp, args: bool(_tensor(got).isnan().any()) and not bool(exp.isnan().any()))
+    lambda got, exp, args: bool(as_tensor(got).isnan().any()) and not bool(exp.isnan().any()))
 COSINE_GRAM_OF_COLUMNS = Hint(
     "the result must be (N, N), one entry per pair of rows: E @ E.T, not E.T @ E.",
     lambda got, exp, args: tuple(got.shape) == (args[0].shape[1],) * 2 != tuple(exp.shape))
@@ -230,12 +193,12 @@ COSINE_DTYPE = Hint(
     "right values, wrong dtype: the result keeps E's dtype; do not cast E (or the result) to "
     "float32.",
     lambda got, exp, args: got.dtype != exp.dtype and torch.allclose(
-        _tensor(got).double(), exp.detach().cpu().double(), rtol=1e-4, atol=1e-5))
+        as_tensor(got).double(), exp.detach().cpu().double(), rtol=1e-4, atol=1e-5))
 COSINE_HINTS = (COSINE_RAW, COSINE_DIM, COSINE_NAN, COSINE_GRAM_OF_COLUMNS, COSINE_DTYPE)
 COSINE_EPS = Hint(
     "clamp each norm separately: a row whose norm is below eps is divided by eps "
     "(E / norms.clamp_min(eps)), rather than clamping or adding eps to the product of norms.",
-    lambda got, exp, args: (_tensor(got).shape == exp.shape and not bool(_tensor(got).isnan().any())
+    lambda got, exp, args: (as_tensor(got).shape == exp.shape and not bool(as_tensor(got).isnan().any())
                             and not any(h.matches(got, exp, args) for h in (COSINE_RAW, COSINE_DIM))))
 
 
@@ -369,7 +332,7 @@ def check_build_vocab(build_vocab: Callable) -> None:
     ]
     for args, expected, why in examples:
         shown = f"build_vocab({', '.join(map(repr, args))})"
-        _expect(_call(build_vocab, shown, *args), expected, shown, why, VOCAB_HINTS, args)
+        expect_example(call(build_vocab, shown, *args), expected, shown, why, VOCAB_HINTS, args)
     passed("build_vocab", len(examples))
 
 
@@ -378,22 +341,22 @@ def check_encode_decode(encode: Callable, decode: Callable) -> None:
     vocab = [PAD, UNK, "the", "cat", "sat"]
     tokens = ["the", "cat", "sat", "on", "the", "mat"]
     shown = f"encode({tokens}, vocab={vocab})"
-    _expect(_call(encode, shown, tokens, vocab), [2, 3, 4, 1, 2, 1], shown,
-            "'on' and 'mat' are not in the vocabulary: they become 1, the index of '<unk>'.",
-            ENCODE_HINTS, (tokens, vocab))
-    _expect(_call(encode, "encode([], vocab)", [], vocab), [], "encode([], vocab)")
+    expect_example(call(encode, shown, tokens, vocab), [2, 3, 4, 1, 2, 1], shown,
+                   "'on' and 'mat' are not in the vocabulary: they become 1, the index of '<unk>'.",
+                   ENCODE_HINTS, (tokens, vocab))
+    expect_example(call(encode, "encode([], vocab)", [], vocab), [], "encode([], vocab)")
     ids = [2, 3, 4, 1, 0]
     shown = f"decode({ids}, vocab={vocab})"
-    _expect(_call(decode, shown, ids, vocab), ["the", "cat", "sat", UNK, PAD], shown,
-            "decode looks each id up: vocab[id].", (DECODE_JOINED,), (ids, vocab))
-    _expect(_call(decode, "decode([], vocab)", [], vocab), [], "decode([], vocab)")
+    expect_example(call(decode, shown, ids, vocab), ["the", "cat", "sat", UNK, PAD], shown,
+                   "decode looks each id up: vocab[id].", (DECODE_JOINED,), (ids, vocab))
+    expect_example(call(decode, "decode([], vocab)", [], vocab), [], "decode([], vocab)")
     for tokens, expected in ((["sat", "cat", "the"], ["sat", "cat", "the"]),
                              (["the", "dog", "sat"], ["the", UNK, "sat"])):
         shown = f"decode(encode({tokens}, vocab), vocab)"
-        got = _call(lambda t: decode(encode(t, vocab), vocab), shown, tokens)
-        _expect(got, expected, shown,
-                "a round trip gives back the tokens, with unknown ones replaced by '<unk>'.",
-                (ROUND_TRIP_UNK, ENCODE_DROPPED, DECODE_JOINED), (tokens, vocab))
+        got = call(lambda t: decode(encode(t, vocab), vocab), shown, tokens)
+        expect_example(got, expected, shown,
+                       "a round trip gives back the tokens, with unknown ones replaced by '<unk>'.",
+                       (ROUND_TRIP_UNK, ENCODE_DROPPED, DECODE_JOINED), (tokens, vocab))
     passed("encode/decode", 6)
 
 
@@ -404,8 +367,8 @@ def check_one_hot(one_hot: Callable) -> None:
     batch = torch.tensor([[[1., 0., 0.], [0., 0., 1.]],
                           [[0., 1., 0.], [0., 1., 0.]]])
     shown = "one_hot(torch.tensor([[0, 2], [1, 1]]), 3)"
-    _expect(_call(one_hot, shown, ids, 3), batch, shown,
-            "row [b, t] is all zeros except a 1.0 in column ids[b, t].", ONE_HOT_HINTS, (ids, 3))
+    expect_example(call(one_hot, shown, ids, 3), batch, shown,
+                   "row [b, t] is all zeros except a 1.0 in column ids[b, t].", ONE_HOT_HINTS, (ids, 3))
     count += 1
     for ids, num_classes, expected, why in (
             (torch.tensor([0, 1]), 4, torch.tensor([[1., 0., 0., 0.], [0., 1., 0., 0.]]),
@@ -415,8 +378,8 @@ def check_one_hot(one_hot: Callable) -> None:
             (torch.tensor([[[2]]]), 3, torch.tensor([[[[0., 0., 1.]]]]),
              "size-1 dimensions are kept: (1, 1, 1) -> (1, 1, 1, 3).")):
         shown = f"one_hot(torch.tensor({ids.tolist()}), {num_classes})"
-        _expect(_call(one_hot, shown, ids, num_classes), expected, shown, why,
-                ONE_HOT_HINTS, (ids, num_classes))
+        expect_example(call(one_hot, shown, ids, num_classes), expected, shown, why,
+                       ONE_HOT_HINTS, (ids, num_classes))
         count += 1
     ids = torch.tensor([[0, 2], [1, 1]], device="meta")  # shapes and devices only, no values
     shown = "one_hot(torch.tensor([[0, 2], [1, 1]], device='meta'), 3)"
@@ -424,7 +387,7 @@ def check_one_hot(one_hot: Callable) -> None:
         got = one_hot(ids, 3)
     except Exception as error:
         if isinstance(error, NotImplementedError) and "meta" not in str(error):
-            _call(one_hot, shown, ids, 3)  # the exercise is not written yet: say so
+            call(one_hot, shown, ids, 3)  # the exercise is not written yet: say so
         raise CheckFailed(
             f"{shown} raised {type(error).__name__}: {error}\nHint: this check passes ids on "
             "PyTorch's 'meta' device (shapes, no values) to see that your result follows "
@@ -441,8 +404,8 @@ def check_one_hot(one_hot: Callable) -> None:
     if torch.cuda.is_available():  # the grader may run your code on a GPU
         ids = torch.tensor([[0, 2], [1, 1]], device="cuda")
         shown = "one_hot(torch.tensor([[0, 2], [1, 1]], device='cuda'), 3)"
-        _expect(_call(one_hot, shown, ids, 3), batch.cuda(), shown,
-                "the result lives on the same device as ids.", ONE_HOT_HINTS, (ids, 3))
+        expect_example(call(one_hot, shown, ids, 3), batch.cuda(), shown,
+                       "the result lives on the same device as ids.", ONE_HOT_HINTS, (ids, 3))
         count += 1
     passed("one_hot", count)
 
@@ -454,20 +417,20 @@ def check_embed(embed: Callable) -> None:
     expected = torch.tensor([[[9., 10., 11.], [0., 1., 2.]],
                              [[3., 4., 5.], [3., 4., 5.]]])
     shown = "embed(torch.tensor([[3, 0], [1, 1]]), W=torch.arange(12.).reshape(4, 3))"
-    _expect(_call(embed, shown, ids, W), expected, shown,
-            "embed(ids, W)[b, t] is row ids[b, t] of W.", EMBED_HINTS, (ids, W))
+    expect_example(call(embed, shown, ids, W), expected, shown,
+                   "embed(ids, W)[b, t] is row ids[b, t] of W.", EMBED_HINTS, (ids, W))
     W = torch.arange(9.).reshape(3, 3)
     ids = torch.tensor([2, 0])
     shown = "embed(torch.tensor([2, 0]), W=torch.arange(9.).reshape(3, 3))"
-    _expect(_call(embed, shown, ids, W), torch.tensor([[6., 7., 8.], [0., 1., 2.]]), shown,
-            "rows of W, not columns: row 2 is [6, 7, 8].", EMBED_HINTS, (ids, W))
+    expect_example(call(embed, shown, ids, W), torch.tensor([[6., 7., 8.], [0., 1., 2.]]), shown,
+                   "rows of W, not columns: row 2 is [6, 7, 8].", EMBED_HINTS, (ids, W))
     g = torch.Generator().manual_seed(0)
     W = torch.randn(7, 5, generator=g, dtype=torch.float64)
     ids = torch.randint(0, 7, (2, 3, 4), generator=g)
     shown = "embed(<random ids of shape (2, 3, 4)>, <random float64 W of shape (7, 5)>)"
-    _expect(_call(embed, shown, ids, W), nn.Embedding.from_pretrained(W)(ids), shown,
-            "the result must equal nn.Embedding.from_pretrained(W)(ids), shape (2, 3, 4, 5), "
-            "dtype float64 like W.", EMBED_HINTS, (ids, W))
+    expect_example(call(embed, shown, ids, W), nn.Embedding.from_pretrained(W)(ids), shown,
+                   "the result must equal nn.Embedding.from_pretrained(W)(ids), shape (2, 3, 4, 5), "
+                   "dtype float64 like W.", EMBED_HINTS, (ids, W))
     passed("embed", 3)
 
 
@@ -480,24 +443,24 @@ def check_cosine(cosine_similarity_matrix: Callable) -> None:
                              [s, s, 1., 0.],
                              [0., 0., 0., 0.]])
     shown = "cosine_similarity_matrix([[1, 0], [0, 2], [1, 1], [0, 0]])"
-    _expect(_call(cosine_similarity_matrix, shown, E), expected, shown,
-            "(1, 0) and (0, 2) are orthogonal (0); (1, 1) is at 45 degrees from both (1/sqrt(2)); "
-            "length does not matter; the zero vector gives 0.", COSINE_HINTS, (E,))
+    expect_example(call(cosine_similarity_matrix, shown, E), expected, shown,
+                   "(1, 0) and (0, 2) are orthogonal (0); (1, 1) is at 45 degrees from both (1/sqrt(2)); "
+                   "length does not matter; the zero vector gives 0.", COSINE_HINTS, (E,))
     E = torch.tensor([[0.01, 0.], [0., 1.]])
     shown = "cosine_similarity_matrix([[0.01, 0], [0, 1]], eps=0.1)"
-    _expect(_call(cosine_similarity_matrix, shown, E, 0.1), torch.tensor([[0.01, 0.], [0., 1.]]),
-            shown, "the norm 0.01 of row 0 is below eps = 0.1, so row 0 is divided by 0.1, not by "
-            "its norm: cos(E_0, E_0) = (0.01 / 0.1)^2 = 0.01.", COSINE_HINTS + (COSINE_EPS,), (E, 0.1))
+    expect_example(call(cosine_similarity_matrix, shown, E, 0.1), torch.tensor([[0.01, 0.], [0., 1.]]),
+                   shown, "the norm 0.01 of row 0 is below eps = 0.1, so row 0 is divided by 0.1, not by "
+                   "its norm: cos(E_0, E_0) = (0.01 / 0.1)^2 = 0.01.", COSINE_HINTS + (COSINE_EPS,), (E, 0.1))
     E = torch.tensor([[3., 4.], [4., 3.]], dtype=torch.float64)
     shown = "cosine_similarity_matrix(torch.tensor([[3, 4], [4, 3]], dtype=torch.float64))"
-    _expect(_call(cosine_similarity_matrix, shown, E),
-            torch.tensor([[1., 0.96], [0.96, 1.]], dtype=torch.float64), shown,
-            "(3*4 + 4*3) / (5 * 5) = 0.96; the result keeps E's dtype (float64 here).",
-            COSINE_HINTS, (E,))
+    expect_example(call(cosine_similarity_matrix, shown, E),
+                   torch.tensor([[1., 0.96], [0.96, 1.]], dtype=torch.float64), shown,
+                   "(3*4 + 4*3) / (5 * 5) = 0.96; the result keeps E's dtype (float64 here).",
+                   COSINE_HINTS, (E,))
     g = torch.Generator().manual_seed(0)
     E = torch.randn(6, 4, generator=g)
     scale = torch.rand(6, 1, generator=g) * 9 + 1
-    C = _call(cosine_similarity_matrix, "cosine_similarity_matrix(<random (6, 4)>)", E)
+    C = call(cosine_similarity_matrix, "cosine_similarity_matrix(<random (6, 4)>)", E)
     if not isinstance(C, torch.Tensor) or C.shape != (6, 6):
         raise CheckFailed(f"cosine_similarity_matrix(<random (6, 4)>): expected a (6, 6) tensor, "
                           f"got {tuple(C.shape) if isinstance(C, torch.Tensor) else type(C).__name__}")
@@ -505,7 +468,7 @@ def check_cosine(cosine_similarity_matrix: Callable) -> None:
            ["cos(E_i, E_j) = cos(E_j, E_i): the matrix is symmetric."])
     expect(C.diagonal(), torch.ones(6), "the diagonal for a random (6, 4) E",
            ["every non-zero vector has cosine 1 with itself."])
-    expect(_call(cosine_similarity_matrix, "cosine_similarity_matrix(E * scale)", E * scale), C,
+    expect(call(cosine_similarity_matrix, "cosine_similarity_matrix(E * scale)", E * scale), C,
            "the similarity matrix after scaling each row by a positive number",
            ["cosine similarity ignores lengths: normalise each row by its own norm."])
     passed("cosine_similarity_matrix", 6)
@@ -531,7 +494,7 @@ def check_train_bpe(train_bpe: Callable) -> None:
     ]
     for args, expected, why in examples:
         shown = f"train_bpe({', '.join(map(repr, args))})"
-        _expect(_call(train_bpe, shown, *args), expected, shown, why, TRAIN_BPE_HINTS, args)
+        expect_example(call(train_bpe, shown, *args), expected, shown, why, TRAIN_BPE_HINTS, args)
     passed("train_bpe", len(examples))
 
 
@@ -552,7 +515,7 @@ def check_bpe(bpe_encode: Callable, bpe_decode: Callable) -> None:
     ]
     for args, expected, why in encodes:
         shown = f"bpe_encode({', '.join(map(repr, args))})"
-        _expect(_call(bpe_encode, shown, *args), expected, shown, why, BPE_ENCODE_HINTS, args)
+        expect_example(call(bpe_encode, shown, *args), expected, shown, why, BPE_ENCODE_HINTS, args)
     decodes = [
         (([258, 100, 258, 97, 99], merges), "aaabdaaabac", "258 expands to 257, 98, then to 256, 97, 98, then to the bytes of 'aaab'."),
         (([195, 169], []), "é", "'é' arrives as two tokens; decode all the bytes together."),
@@ -561,28 +524,19 @@ def check_bpe(bpe_encode: Callable, bpe_decode: Callable) -> None:
     ]
     for args, expected, why in decodes:
         shown = f"bpe_decode({', '.join(map(repr, args))})"
-        _expect(_call(bpe_decode, shown, *args), expected, shown, why, BPE_DECODE_HINTS, args)
+        expect_example(call(bpe_decode, shown, *args), expected, shown, why, BPE_DECODE_HINTS, args)
     text = "naïve café, 早上好 🙂"
     for merges in ([], [(195, 169), (240, 159), (257, 153), (230, 151)]):
         shown = f"bpe_decode(bpe_encode({text!r}, {merges}), {merges})"
-        got = _call(lambda t: bpe_decode(bpe_encode(t, merges), merges), shown, text)
-        _expect(got, text, shown, "decoding an encoding gives back the exact text.",
-                BPE_DECODE_HINTS, ([], merges))
+        got = call(lambda t: bpe_decode(bpe_encode(t, merges), merges), shown, text)
+        expect_example(got, text, shown, "decoding an encoding gives back the exact text.",
+                       BPE_DECODE_HINTS, ([], merges))
     passed("bpe_encode/bpe_decode", len(encodes) + len(decodes) + 2)
 
 
 # ----------------------------------------------------------------------------------------
 # Hidden cases: random inputs from the grader's seeded generator (CPU), never the global RNG
 # ----------------------------------------------------------------------------------------
-
-def _int(g: torch.Generator, lo: int, hi: int) -> int:
-    """A random int in [lo, hi)."""
-    return int(torch.randint(lo, hi, (1,), generator=g))
-
-
-def _pick(g: torch.Generator, seq: Any) -> Any:
-    return seq[_int(g, 0, len(seq))]
-
 
 def _shuffled(g: torch.Generator, seq: list) -> list:
     return [seq[i] for i in torch.randperm(len(seq), generator=g).tolist()]
@@ -593,7 +547,7 @@ def _words(g: torch.Generator, n: int, alphabet: str, lo: int = 1, hi: int = 5,
     """``n`` distinct random words over ``alphabet`` with lengths in [lo, hi)."""
     words: list[str] = []
     while len(words) < n:
-        word = "".join(_pick(g, alphabet) for _ in range(_int(g, lo, hi)))
+        word = "".join(pick(g, alphabet) for _ in range(randint(g, lo, hi)))
         if word not in words and word not in avoid:
             words.append(word)
     return words
@@ -601,33 +555,33 @@ def _words(g: torch.Generator, n: int, alphabet: str, lo: int = 1, hi: int = 5,
 
 def _stream(g: torch.Generator, words: list[str], lo: int, hi: int) -> list[str]:
     """Each word repeated a random number of times in [lo, hi), shuffled."""
-    return _shuffled(g, [w for w in words for _ in range(_int(g, lo, hi))])
+    return _shuffled(g, [w for w in words for _ in range(randint(g, lo, hi))])
 
 
 def _vocab_random(g):
-    return (_stream(g, _words(g, _int(g, 10, 17), "abcdefgh"), 1, 5),)
+    return (_stream(g, _words(g, randint(g, 10, 17), "abcdefgh"), 1, 5),)
 
 
 def _vocab_min_freq(g):
-    return _stream(g, _words(g, _int(g, 10, 17), "abcdefgh"), 1, 6), _int(g, 2, 4)
+    return _stream(g, _words(g, randint(g, 10, 17), "abcdefgh"), 1, 6), randint(g, 2, 4)
 
 
 def _vocab_specials(g):
-    tokens = _stream(g, _words(g, _int(g, 4, 8), "abcde"), 1, 4)
-    tokens += [UNK] * _int(g, 5, 8) + [PAD] * _int(g, 4, 7)  # more frequent than any word
+    tokens = _stream(g, _words(g, randint(g, 4, 8), "abcde"), 1, 4)
+    tokens += [UNK] * randint(g, 5, 8) + [PAD] * randint(g, 4, 7)  # more frequent than any word
     return _shuffled(g, tokens), 1
 
 
 def _vocab_all_rare(g):
-    return _stream(g, _words(g, _int(g, 3, 9), "abcdef"), 1, 3), 3
+    return _stream(g, _words(g, randint(g, 3, 9), "abcdef"), 1, 3), 3
 
 
 def _vocab_unicode(g):
-    return _stream(g, _words(g, _int(g, 10, 15), "aAbBéÉ早z", 1, 3), 1, 3), 1
+    return _stream(g, _words(g, randint(g, 10, 15), "aAbBéÉ早z", 1, 3), 1, 3), 1
 
 
 def _vocab_tiny(g):
-    return [_pick(g, ["x", "é", "早"])] * _int(g, 0, 3), _int(g, 1, 3)
+    return [pick(g, ["x", "é", "早"])] * randint(g, 0, 3), randint(g, 1, 3)
 
 
 def _vocabulary(g, n, alphabet="abcdefg"):
@@ -637,19 +591,19 @@ def _vocabulary(g, n, alphabet="abcdefg"):
 
 
 def _encode_args(g):
-    vocab, unknown = _vocabulary(g, _int(g, 5, 12))
-    tokens = [_pick(g, vocab[2:] + unknown) for _ in range(_int(g, 8, 20))]
+    vocab, unknown = _vocabulary(g, randint(g, 5, 12))
+    tokens = [pick(g, vocab[2:] + unknown) for _ in range(randint(g, 8, 20))]
     return tokens, vocab
 
 
 def _encode_specials_args(g):
-    vocab, unknown = _vocabulary(g, _int(g, 1, 4), "éa早")
+    vocab, unknown = _vocabulary(g, randint(g, 1, 4), "éa早")
     return _shuffled(g, [PAD, UNK, *vocab[2:], *unknown, unknown[0]]), vocab
 
 
 def _decode_args(g):
-    vocab, _ = _vocabulary(g, _int(g, 4, 10))
-    return torch.randint(0, len(vocab), (_int(g, 1, 15),), generator=g).tolist(), vocab
+    vocab, _ = _vocabulary(g, randint(g, 4, 10))
+    return torch.randint(0, len(vocab), (randint(g, 1, 15),), generator=g).tolist(), vocab
 
 
 def _ids(g, shape, V, hit_ends=False):
@@ -660,27 +614,27 @@ def _ids(g, shape, V, hit_ends=False):
 
 
 def _one_hot_1d(g):
-    V = _int(g, 4, 20)
-    return _ids(g, (_int(g, 4, 12),), V, hit_ends=True), V
+    V = randint(g, 4, 20)
+    return _ids(g, (randint(g, 4, 12),), V, hit_ends=True), V
 
 
 def _one_hot_2d(g):
-    V = _int(g, 6, 16)
-    return _ids(g, (_int(g, 2, 5), _int(g, 2, 7)), V - 3), V  # ids stay below V - 3
+    V = randint(g, 6, 16)
+    return _ids(g, (randint(g, 2, 5), randint(g, 2, 7)), V - 3), V  # ids stay below V - 3
 
 
 def _one_hot_3d(g):
-    V = _int(g, 3, 9)
-    return _ids(g, (_int(g, 2, 4), _int(g, 2, 4), _int(g, 2, 5)), V, hit_ends=True), V
+    V = randint(g, 3, 9)
+    return _ids(g, (randint(g, 2, 4), randint(g, 2, 4), randint(g, 2, 5)), V, hit_ends=True), V
 
 
 def _one_hot_size_one(g):
-    V = _int(g, 1, 4)
+    V = randint(g, 1, 4)
     return _ids(g, (1, 1, 1), V), V
 
 
 def _one_hot_scalar(g):
-    V = _int(g, 2, 10)
+    V = randint(g, 2, 10)
     return _ids(g, (), V), V
 
 
@@ -689,28 +643,28 @@ def _embed_args(g, ids_shape, V, d, dtype=torch.float32):
 
 
 def _cosine_random(g):
-    N = _int(g, 3, 9)
-    return (torch.randn(N, N + _int(g, 1, 4), generator=g),)  # d != N
+    N = randint(g, 3, 9)
+    return (torch.randn(N, N + randint(g, 1, 4), generator=g),)  # d != N
 
 
 def _cosine_zero_rows(g):
-    E = torch.randn(_int(g, 4, 8), _int(g, 2, 5), generator=g)
+    E = torch.randn(randint(g, 4, 8), randint(g, 2, 5), generator=g)
     E[torch.randperm(E.shape[0], generator=g)[:2]] = 0
     return (E,)
 
 
 def _cosine_parallel(g):
-    base = torch.randn(3, _int(g, 2, 6), generator=g, dtype=torch.float64)
+    base = torch.randn(3, randint(g, 2, 6), generator=g, dtype=torch.float64)
     factors = torch.tensor([2.0, -0.5, 3.0], dtype=torch.float64)[:, None]
     return (torch.cat([base, base * factors]),)  # rows i and i + 3 at cosine +-1
 
 
 def _cosine_single_row(g):
-    return (torch.randn(1, _int(g, 1, 5), generator=g),)
+    return (torch.randn(1, randint(g, 1, 5), generator=g),)
 
 
 def _cosine_one_dim(g):
-    E = torch.randn(_int(g, 4, 8), 1, generator=g)
+    E = torch.randn(randint(g, 4, 8), 1, generator=g)
     E[0] = 0
     return (E,)
 
@@ -722,38 +676,38 @@ def _cosine_large_eps(g):
 
 
 def _text(g, alphabet, lo, hi):
-    return "".join(_pick(g, alphabet) for _ in range(_int(g, lo, hi)))
+    return "".join(pick(g, alphabet) for _ in range(randint(g, lo, hi)))
 
 
 def _bpe_words(g):
-    words = _words(g, _int(g, 4, 8), "abcde", 2, 6)
-    return " ".join(_pick(g, words) for _ in range(_int(g, 10, 25))), _int(g, 6, 13)
+    words = _words(g, randint(g, 4, 8), "abcde", 2, 6)
+    return " ".join(pick(g, words) for _ in range(randint(g, 10, 25))), randint(g, 6, 13)
 
 
 def _bpe_unicode(g):
-    return _text(g, "aé早🙂 ", 15, 35), _int(g, 5, 10)
+    return _text(g, "aé早🙂 ", 15, 35), randint(g, 5, 10)
 
 
 def _bpe_ties(g):
-    letters = [chr(97 + i) for i in torch.randperm(8, generator=g).tolist()[:_int(g, 4, 7)]]
+    letters = [chr(97 + i) for i in torch.randperm(8, generator=g).tolist()[:randint(g, 4, 7)]]
     if letters[0] == min(letters[:-1]):  # make "first occurring" and "smallest" disagree
         letters[0], letters[1] = letters[1], letters[0]
-    return "".join(letters) * _int(g, 3, 6), _int(g, 3, 6)
+    return "".join(letters) * randint(g, 3, 6), randint(g, 3, 6)
 
 
 def _bpe_overlap(g):
     c, x, y = (chr(97 + i) for i in torch.randperm(6, generator=g).tolist()[:3])
-    r = _int(g, 6, 8)  # a run of r letters holds r - 1 overlapping pairs but only r // 2 disjoint ones
+    r = randint(g, 6, 8)  # a run of r letters holds r - 1 overlapping pairs but only r // 2 disjoint ones
     parts = [c * r] + [x + y] * (r // 2 + 1)  # (x, y) beats the run only if overlaps are dropped
-    return " ".join(_shuffled(g, parts)), _int(g, 4, 7)
+    return " ".join(_shuffled(g, parts)), randint(g, 4, 7)
 
 
 def _bpe_run(g):
-    return "a" * _int(g, 5, 13), 10  # merges until a single id is left, then stop early
+    return "a" * randint(g, 5, 13), 10  # merges until a single id is left, then stop early
 
 
 def _bpe_one_char(g):
-    return _pick(g, ["a", "é", "早", "🙂"]), _int(g, 1, 6)
+    return pick(g, ["a", "é", "早", "🙂"]), randint(g, 1, 6)
 
 
 def _merges(g, data: bytes, n: int,
@@ -764,11 +718,11 @@ def _merges(g, data: bytes, n: int,
     pool = sorted(set(data) | {b for m in merges for b in m if b < 256}) + [
         256 + k for k in range(len(merges))]
     while len(merges) < n:
-        if len(data) > 1 and _int(g, 0, 2) == 0:
-            i = _int(g, 0, len(data) - 1)
+        if len(data) > 1 and randint(g, 0, 2) == 0:
+            i = randint(g, 0, len(data) - 1)
             pair = (data[i], data[i + 1])  # a byte pair of the text
         else:
-            pair = (_pick(g, pool), _pick(g, pool))  # may build on earlier merges
+            pair = (pick(g, pool), pick(g, pool))  # may build on earlier merges
         if pair not in merges:
             merges.append(pair)
             pool.append(256 + len(merges) - 1)
@@ -777,7 +731,7 @@ def _merges(g, data: bytes, n: int,
 
 def _spelled_words(g):
     """Merges that build each word left to right, so every merge applies."""
-    words = _words(g, _int(g, 2, 4), "abcdé早", 3, 6)
+    words = _words(g, randint(g, 2, 4), "abcdé早", 3, 6)
     merges: list[tuple[int, int]] = []
     for word in words:
         data = word.encode("utf-8")
@@ -786,25 +740,25 @@ def _spelled_words(g):
             if (left, byte) not in merges:
                 merges.append((left, byte))
             left = 256 + merges.index((left, byte))
-    return " ".join(_pick(g, words) for _ in range(_int(g, 4, 9))), merges
+    return " ".join(pick(g, words) for _ in range(randint(g, 4, 9))), merges
 
 
 def _bpe_encode_runs(g):
-    text = " ".join("a" * _int(g, 1, 9) for _ in range(_int(g, 3, 7))) + " b"
-    return text, _merges(g, b"a ab", _int(g, 4, 7), first=((97, 97),))
+    text = " ".join("a" * randint(g, 1, 9) for _ in range(randint(g, 3, 7))) + " b"
+    return text, _merges(g, b"a ab", randint(g, 4, 7), first=((97, 97),))
 
 
 def _bpe_encode_random(g):
     text = _text(g, "ab é早🙂", 20, 40)
     other = _text(g, "abc é🙂", 20, 40)  # merges "learned" on another text: some never apply
-    return text, _merges(g, other.encode("utf-8"), _int(g, 6, 11))
+    return text, _merges(g, other.encode("utf-8"), randint(g, 6, 11))
 
 
 def _bpe_decode_random(g):
     data = _text(g, "aé早🙂 ", 10, 20).encode("utf-8")
-    merges = _merges(g, data, _int(g, 4, 9))
+    merges = _merges(g, data, randint(g, 4, 9))
     pool = sorted(set(data)) + [256 + k for k in range(len(merges))]
-    return [_pick(g, pool) for _ in range(_int(g, 8, 25))], merges
+    return [pick(g, pool) for _ in range(randint(g, 8, 25))], merges
 
 
 def _bpe_decode_bytes(g):
@@ -814,7 +768,7 @@ def _bpe_decode_bytes(g):
 
 def _bpe_round_trip(g):
     text = _text(g, "héllo wörld 早上好 🙂", 15, 40)
-    return text, _merges(g, text.encode("utf-8"), _int(g, 5, 12))
+    return text, _merges(g, text.encode("utf-8"), randint(g, 5, 12))
 
 
 CASES: dict[str, list[Case]] = {
@@ -846,17 +800,17 @@ CASES: dict[str, list[Case]] = {
         Case("one_hot", _one_hot_scalar, "a 0-d id", ONE_HOT_HINTS),
     ],
     "test_embed": [
-        Case("embed", lambda g: _embed_args(g, (_int(g, 2, 5), _int(g, 2, 7)), _int(g, 5, 20),
-                                            _int(g, 2, 5)),
+        Case("embed", lambda g: _embed_args(g, (randint(g, 2, 5), randint(g, 2, 7)), randint(g, 5, 20),
+                                            randint(g, 2, 5)),
              "(B, T) ids, float32 W with V > d", EMBED_HINTS),
-        Case("embed", lambda g: _embed_args(g, (_int(g, 1, 10),), _int(g, 2, 8), _int(g, 9, 12),
+        Case("embed", lambda g: _embed_args(g, (randint(g, 1, 10),), randint(g, 2, 8), randint(g, 9, 12),
                                             torch.float64),
              "1-D ids, float64 W with d > V", EMBED_HINTS),
-        Case("embed", lambda g: _embed_args(g, (1, _int(g, 2, 6), 1), _int(g, 3, 9), _int(g, 1, 4)),
+        Case("embed", lambda g: _embed_args(g, (1, randint(g, 2, 6), 1), randint(g, 3, 9), randint(g, 1, 4)),
              "ids of shape (1, T, 1), d down to 1", EMBED_HINTS),
-        Case("embed", lambda g: _embed_args(g, (_int(g, 2, 6), 3), *[_int(g, 4, 8)] * 2),
+        Case("embed", lambda g: _embed_args(g, (randint(g, 2, 6), 3), *[randint(g, 4, 8)] * 2),
              "square W (V == d)", EMBED_HINTS),
-        Case("embed", lambda g: _embed_args(g, (), _int(g, 2, 8), _int(g, 2, 6)),
+        Case("embed", lambda g: _embed_args(g, (), randint(g, 2, 8), randint(g, 2, 6)),
              "a 0-d id", EMBED_HINTS),
     ],
     "test_cosine": [

@@ -13,53 +13,46 @@ from typing import Any, Callable
 
 import torch
 
+from ..checks import as_tensor, call, close, expect_example, randint, tensor_pair
 from ..spec import Case, Hint, passed
-from .ch01_tokens import _call, _expect, _int, _tensor
 
 
 # ----------------------------------------------------------------------------------------
 # Hints: each recognises one typical mistake from (got, expected, args)
 # ----------------------------------------------------------------------------------------
 
-def _pair(x: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``x`` as (padded, mask) tensors on the CPU, or None."""
-    if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(t, torch.Tensor) for t in x):
-        return _tensor(x[0]), _tensor(x[1])
-    return None
-
-
 def _left_padded(got: Any, exp: Any, args: tuple) -> bool:
     """Every sequence sits at the end of its row instead of the start."""
-    g = _pair(got)
+    g = tensor_pair(got)
     if g is None or g[0].shape != exp[0].shape:
         return False
     T = g[0].shape[1]
-    return not torch.equal(g[0], _tensor(exp[0])) and all(
-        torch.equal(g[0][b, T - len(s):], _tensor(s)) for b, s in enumerate(args[0]))
+    return not torch.equal(g[0], as_tensor(exp[0])) and all(
+        torch.equal(g[0][b, T - len(s):], as_tensor(s)) for b, s in enumerate(args[0]))
 
 
 def _mask_inverted(got: Any, exp: Any, args: tuple) -> bool:
-    g = _pair(got)
+    g = tensor_pair(got)
     return g is not None and g[1].shape == exp[1].shape and exp[1].numel() > 0 and torch.equal(
-        g[1].bool(), ~_tensor(exp[1]))
+        g[1].bool(), ~as_tensor(exp[1]))
 
 
 def _mask_not_bool(got: Any, exp: Any, args: tuple) -> bool:
-    g = _pair(got)
+    g = tensor_pair(got)
     return (g is not None and g[1].dtype != torch.bool and g[1].shape == exp[1].shape
-            and torch.equal(g[1] != 0, _tensor(exp[1])))
+            and torch.equal(g[1] != 0, as_tensor(exp[1])))
 
 
 def _pad_value_ignored(got: Any, exp: Any, args: tuple) -> bool:
-    g = _pair(got)
+    g = tensor_pair(got)
     if g is None or len(args) < 2 or args[1] == 0 or g[0].shape != exp[0].shape:
         return False
-    pads = ~_tensor(exp[1])
+    pads = ~as_tensor(exp[1])
     return bool(pads.any()) and bool((g[0][pads] == 0).all())
 
 
 def _pad_dtype(got: Any, exp: Any, args: tuple) -> bool:
-    g = _pair(got)
+    g = tensor_pair(got)
     return g is not None and g[0].dtype != exp[0].dtype
 
 
@@ -102,10 +95,10 @@ def _blocks(x: torch.Tensor, C: int) -> torch.Tensor:
 
 
 def _window_parts(got: Any, exp: Any, args: tuple) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
-    g = _tensor(got)
+    g = as_tensor(got)
     if g is None or g.shape != exp.shape or not g.dtype.is_floating_point:
         return None
-    return g.double(), _tensor(exp).double(), args[0].shape[-1], args[1]
+    return g.double(), as_tensor(exp).double(), args[0].shape[-1], args[1]
 
 
 def _edges_wrapped(got: Any, exp: Any, args: tuple) -> bool:
@@ -139,7 +132,7 @@ def _window_interleaved(got: Any, exp: Any, args: tuple) -> bool:
 
 
 def _window_cut(got: Any, exp: Any, args: tuple) -> bool:
-    g = _tensor(got)
+    g = as_tensor(got)
     k, T = args[1], exp.shape[1]
     return g is not None and g.dim() == 3 and g.shape[1] == max(T - 2 * k, 0) != T
 
@@ -166,23 +159,23 @@ WINDOW_HINTS = (WINDOW_EDGES, WINDOW_ORDER, WINDOW_INTERLEAVED, WINDOW_CUT, DEVI
 
 def _not_squashed(got: Any, exp: Any, args: tuple) -> bool:
     """Some logit lies farther from b2 than any hidden vector in [-1, 1]^H can reach."""
-    g = _tensor(got)
+    g = as_tensor(got)
     if g is None or g.shape != exp.shape or not g.dtype.is_floating_point:
         return False
-    W2, b2 = _tensor(args[4]).double(), _tensor(args[5]).double()
+    W2, b2 = as_tensor(args[4]).double(), as_tensor(args[5]).double()
     reach = W2.abs().sum(dim=0)  # (n_tags,): the largest |h @ W2| with |h| <= 1
     return bool(((g.double() - b2).abs() > reach * (1 + 1e-3) + 1e-6).any())
 
 
 def _shape_is_hidden(got: Any, exp: Any, args: tuple) -> bool:
-    g = _tensor(got)
+    g = as_tensor(got)
     return g is not None and tuple(g.shape) == (*exp.shape[:2], args[2].shape[1]) != tuple(exp.shape)
 
 
 def _output_squashed(got: Any, exp: Any, args: tuple) -> bool:
-    g = _tensor(got)
+    g = as_tensor(got)
     return (g is not None and g.shape == exp.shape and g.dtype.is_floating_point
-            and torch.allclose(g.double(), torch.tanh(_tensor(exp).double()), rtol=1e-4, atol=1e-5))
+            and torch.allclose(g.double(), torch.tanh(as_tensor(exp).double()), rtol=1e-4, atol=1e-5))
 
 
 TAGGER_TANH = Hint(
@@ -201,25 +194,19 @@ TAGGER_HINTS = (TAGGER_TANH, TAGGER_OUTPUT, TAGGER_LOGITS_SQUASHED, DEVICE)
 
 
 def _plain_mean(got: Any, exp: Any, args: tuple) -> bool:
-    x = _tensor(args[0]).double()
-    return _close(got, x.mean(dim=1))
+    x = as_tensor(args[0]).double()
+    return close(got, x.mean(dim=1))
 
 
 def _sum_over_T(got: Any, exp: Any, args: tuple) -> bool:
-    x, m = _tensor(args[0]).double(), _tensor(args[1]).double().unsqueeze(-1)
-    return _close(got, (x * m).sum(dim=1) / x.shape[1])
+    x, m = as_tensor(args[0]).double(), as_tensor(args[1]).double().unsqueeze(-1)
+    return close(got, (x * m).sum(dim=1) / x.shape[1])
 
 
 def _nan_for_empty(got: Any, exp: Any, args: tuple) -> bool:
-    g = _tensor(got)
+    g = as_tensor(got)
     return g is not None and g.shape == exp.shape and bool(g.isnan().any()) and not bool(
-        _tensor(exp).isnan().any())
-
-
-def _close(got: Any, target: torch.Tensor) -> bool:
-    g = _tensor(got)
-    return (g is not None and g.shape == target.shape and g.dtype.is_floating_point
-            and torch.allclose(g.double(), target, rtol=1e-4, atol=1e-5))
+        as_tensor(exp).isnan().any())
 
 
 MEAN_PADDING = Hint(
@@ -238,13 +225,13 @@ MEAN_EMPTY = Hint(
 
 def _prefix_mean(got: Any, exp: Any, args: tuple) -> bool:
     """The mean of the first mask.sum() positions, as if every mask were a prefix."""
-    x, m = _tensor(args[0]).double(), _tensor(args[1])
+    x, m = as_tensor(args[0]).double(), as_tensor(args[1])
     counts = m.sum(dim=1).tolist()
     if torch.equal(m, torch.arange(m.shape[1]) < m.sum(dim=1, keepdim=True)):
         return False  # the mask is a prefix: nothing to tell apart
     target = torch.stack([x[b, :n].mean(dim=0) if n else torch.zeros(x.shape[2], dtype=x.dtype)
                           for b, n in enumerate(counts)])
-    return _close(got, target)
+    return close(got, target)
 
 
 MEAN_PREFIX = Hint(
@@ -284,7 +271,7 @@ def check_pad_sequences(pad_sequences: Callable) -> None:
     ]
     for args, expected, why in examples:
         shown = f"pad_sequences({', '.join(_show(a) for a in args)})"
-        _expect(_call(pad_sequences, shown, *args), expected, shown, why, PAD_HINTS, args)
+        expect_example(call(pad_sequences, shown, *args), expected, shown, why, PAD_HINTS, args)
     passed("pad_sequences", len(examples))
 
 
@@ -316,18 +303,18 @@ def check_window_features(window_features: Callable) -> None:
     ]
     for args, expected, why in examples:
         shown = f"window_features({_show(args[0])}, k={args[1]})"
-        _expect(_call(window_features, shown, *args), expected, shown, why, WINDOW_HINTS, args)
+        expect_example(call(window_features, shown, *args), expected, shown, why, WINDOW_HINTS, args)
     x64 = torch.arange(1, 25, dtype=torch.float64).reshape(2, 4, 3)
     shown = "y = window_features(x, k=1) for a float64 x of shape (2, 4, 3)"
-    y = _call(window_features, shown, x64, 1)
-    _expect(tuple(y.shape) if isinstance(y, torch.Tensor) else y, (2, 4, 9), shown + "; y.shape",
-            "(2k + 1)·C = 9 features per position.", WINDOW_HINTS, (x64, 1))
+    y = call(window_features, shown, x64, 1)
+    expect_example(tuple(y.shape) if isinstance(y, torch.Tensor) else y, (2, 4, 9), shown + "; y.shape",
+                   "(2k + 1)·C = 9 features per position.", WINDOW_HINTS, (x64, 1))
     blocks = [(y[:, :, 3:6], x64, "the middle block is the position itself, in x's dtype"),
               (y[:, 1:, 0:3], x64[:, :-1], "the first block is the left neighbour"),
               (y[:, :-1, 6:9], x64[:, 1:], "the last block is the right neighbour"),
               (y[:, 0, 0:3], torch.zeros(2, 3, dtype=torch.float64), "position 0 has zeros on its left")]
     for got, expected, why in blocks:
-        _expect(got, expected, "a block of y", why + ".")
+        expect_example(got, expected, "a block of y", why + ".")
     passed("window_features", len(examples) + 1)
 
 
@@ -344,9 +331,9 @@ def check_window_tagger(window_tagger: Callable) -> None:
     ids = _t([[1, 2]])
     args = (ids, E, W1, b1, W2, b2, k)
     shown = "window_tagger([[1, 2]], E=[[0.], [1.], [2.]], identity W1 and W2, zero biases, k=1)"
-    _expect(_call(window_tagger, shown, *args), torch.tanh(_t([[[0., 1., 2.], [1., 2., 0.]]])),
-            shown, "the windows are [0, 1, 2] and [1, 2, 0]; the logits are their tanh.",
-            TAGGER_HINTS, args)
+    expect_example(call(window_tagger, shown, *args), torch.tanh(_t([[[0., 1., 2.], [1., 2., 0.]]])),
+                   shown, "the windows are [0, 1, 2] and [1, 2, 0]; the logits are their tanh.",
+                   TAGGER_HINTS, args)
 
     g = torch.Generator().manual_seed(0)
     V, d, H, n = 6, 3, 5, 4
@@ -357,19 +344,19 @@ def check_window_tagger(window_tagger: Callable) -> None:
     ids = _t([[3, 1, 4, 5, 2]])
     args = (ids, E, W1[d:2 * d], b1, W2, b2, 0)
     shown = "window_tagger(ids, E, W1, b1, W2, b2, k=0)"
-    _expect(_call(window_tagger, shown, *args), torch.tanh(E[ids] @ W1[d:2 * d] + b1) @ W2 + b2,
-            shown, "with k = 0 the window is the word alone: a per-token classifier "
-            "tanh(E[ids] @ W1 + b1) @ W2 + b2.", TAGGER_HINTS, args)
+    expect_example(call(window_tagger, shown, *args), torch.tanh(E[ids] @ W1[d:2 * d] + b1) @ W2 + b2,
+                   shown, "with k = 0 the window is the word alone: a per-token classifier "
+                   "tanh(E[ids] @ W1 + b1) @ W2 + b2.", TAGGER_HINTS, args)
 
     shown = "window_tagger(ids, E, W1, b1, W2, b2, k=1)"
-    alone = _call(window_tagger, shown, ids, E, W1, b1, W2, b2, 1)
+    alone = call(window_tagger, shown, ids, E, W1, b1, W2, b2, 1)
     batch = _t([[3, 1, 4, 5, 2, 0, 0], [2, 2, 0, 0, 0, 0, 0]])
     shown_batch = "window_tagger(the same sentence padded to T=7 in a batch of 2, ..., k=1)"
-    together = _call(window_tagger, shown_batch, batch, E, W1, b1, W2, b2, 1)
-    _expect(together[:1, :5] if isinstance(together, torch.Tensor) and together.dim() == 3
-            else together, alone, shown_batch + "[:1, :5]",
-            "with a zero <pad> row, padding a sentence in a batch does not change its logits "
-            "(nor does the other sentence).", TAGGER_HINTS, (batch, E, W1, b1, W2, b2, 1))
+    together = call(window_tagger, shown_batch, batch, E, W1, b1, W2, b2, 1)
+    expect_example(together[:1, :5] if isinstance(together, torch.Tensor) and together.dim() == 3
+                   else together, alone, shown_batch + "[:1, :5]",
+                   "with a zero <pad> row, padding a sentence in a batch does not change its logits "
+                   "(nor does the other sentence).", TAGGER_HINTS, (batch, E, W1, b1, W2, b2, 1))
     passed("window_tagger", 3)
 
 
@@ -388,7 +375,7 @@ def check_masked_mean(masked_mean: Callable) -> None:
     ]
     for args, expected, why in examples:
         shown = f"masked_mean({_show(args[0])}, {_show(args[1])})"
-        _expect(_call(masked_mean, shown, *args), expected, shown, why, MEAN_HINTS, args)
+        expect_example(call(masked_mean, shown, *args), expected, shown, why, MEAN_HINTS, args)
     passed("masked_mean", len(examples))
 
 
@@ -397,32 +384,32 @@ def check_masked_mean(masked_mean: Callable) -> None:
 # ----------------------------------------------------------------------------------------
 
 def _lengths(g: torch.Generator, B: int, lo: int, hi: int) -> list[int]:
-    return [_int(g, lo, hi) for _ in range(B)]
+    return [randint(g, lo, hi) for _ in range(B)]
 
 
 def _pad_ints(g):
-    return ([torch.randint(0, 50, (L,), generator=g) for L in _lengths(g, _int(g, 2, 6), 1, 9)],)
+    return ([torch.randint(0, 50, (L,), generator=g) for L in _lengths(g, randint(g, 2, 6), 1, 9)],)
 
 
 def _pad_vectors(g):
-    C = _int(g, 1, 5)
-    return [torch.randn(L, C, generator=g) for L in _lengths(g, _int(g, 2, 6), 1, 8)], 0.0
+    C = randint(g, 1, 5)
+    return [torch.randn(L, C, generator=g) for L in _lengths(g, randint(g, 2, 6), 1, 8)], 0.0
 
 
 def _pad_value_f64(g):
     seqs = [torch.randn(L, generator=g, dtype=torch.float64) for L in _lengths(g, 4, 1, 7)]
-    seqs[_int(g, 0, 4)] = seqs[0][:1].clone()  # one sequence of length 1 somewhere
+    seqs[randint(g, 0, 4)] = seqs[0][:1].clone()  # one sequence of length 1 somewhere
     return seqs, -1.5
 
 
 def _pad_empty(g):
     seqs = [torch.randint(1, 9, (L,), generator=g) for L in _lengths(g, 3, 2, 6)]
-    seqs.insert(_int(g, 0, 4), torch.zeros(0, dtype=torch.long))
-    return seqs, _int(g, 1, 5)
+    seqs.insert(randint(g, 0, 4), torch.zeros(0, dtype=torch.long))
+    return seqs, randint(g, 1, 5)
 
 
 def _pad_single(g):
-    return [torch.randn(_int(g, 1, 6), 2, 2, generator=g)], 7.0
+    return [torch.randn(randint(g, 1, 6), 2, 2, generator=g)], 7.0
 
 
 def _x(g, B, T, C, dtype=torch.float32):
@@ -430,24 +417,24 @@ def _x(g, B, T, C, dtype=torch.float32):
 
 
 def _window_random(g):
-    return _x(g, _int(g, 1, 4), _int(g, 5, 12), _int(g, 1, 5)), _int(g, 1, 4)
+    return _x(g, randint(g, 1, 4), randint(g, 5, 12), randint(g, 1, 5)), randint(g, 1, 4)
 
 
 def _window_c1(g):
-    return _x(g, 2, _int(g, 4, 9), 1), 1
+    return _x(g, 2, randint(g, 4, 9), 1), 1
 
 
 def _window_k0(g):
-    return _x(g, 2, _int(g, 2, 7), 3), 0
+    return _x(g, 2, randint(g, 2, 7), 3), 0
 
 
 def _window_wide(g):
-    T = _int(g, 1, 4)
-    return _x(g, 2, T, 2, torch.float64), T + _int(g, 0, 3)  # k >= T: past both ends
+    T = randint(g, 1, 4)
+    return _x(g, 2, T, 2, torch.float64), T + randint(g, 0, 3)  # k >= T: past both ends
 
 
 def _window_t1(g):
-    return _x(g, 3, 1, _int(g, 1, 4)), _int(g, 1, 3)
+    return _x(g, 3, 1, randint(g, 1, 4)), randint(g, 1, 3)
 
 
 def _tagger_args(g, B, T, V, d, H, n, k, dtype=torch.float32, zero_pad=True):
@@ -465,24 +452,24 @@ def _tagger_args(g, B, T, V, d, H, n, k, dtype=torch.float32, zero_pad=True):
 
 
 def _tagger_random(g):
-    return _tagger_args(g, _int(g, 2, 5), _int(g, 4, 10), _int(g, 5, 20), _int(g, 2, 6),
-                        _int(g, 3, 9), _int(g, 2, 8), _int(g, 1, 3))
+    return _tagger_args(g, randint(g, 2, 5), randint(g, 4, 10), randint(g, 5, 20), randint(g, 2, 6),
+                        randint(g, 3, 9), randint(g, 2, 8), randint(g, 1, 3))
 
 
 def _tagger_pad_row(g):
-    return _tagger_args(g, 3, _int(g, 3, 8), 8, 3, 4, 5, 1, zero_pad=False)
+    return _tagger_args(g, 3, randint(g, 3, 8), 8, 3, 4, 5, 1, zero_pad=False)
 
 
 def _tagger_k0(g):
-    return _tagger_args(g, 2, _int(g, 2, 6), 7, 4, 6, 3, 0)
+    return _tagger_args(g, 2, randint(g, 2, 6), 7, 4, 6, 3, 0)
 
 
 def _tagger_f64(g):
-    return _tagger_args(g, 2, _int(g, 3, 7), 9, 3, 5, 4, 2, torch.float64)
+    return _tagger_args(g, 2, randint(g, 3, 7), 9, 3, 5, 4, 2, torch.float64)
 
 
 def _tagger_tiny(g):
-    return _tagger_args(g, 1, 1, 4, 2, 3, 2, _int(g, 1, 3))
+    return _tagger_args(g, 1, 1, 4, 2, 3, 2, randint(g, 1, 3))
 
 
 def _mask(g, B, T, lo=1):
@@ -492,25 +479,25 @@ def _mask(g, B, T, lo=1):
 
 
 def _mean_random(g):
-    B, T = _int(g, 2, 6), _int(g, 3, 10)
-    return _x(g, B, T, _int(g, 1, 6)), _mask(g, B, T)
+    B, T = randint(g, 2, 6), randint(g, 3, 10)
+    return _x(g, B, T, randint(g, 1, 6)), _mask(g, B, T)
 
 
 def _mean_empty(g):
-    B, T = 4, _int(g, 2, 6)
+    B, T = 4, randint(g, 2, 6)
     mask = _mask(g, B, T, lo=0)
-    mask[_int(g, 1, B)] = False
+    mask[randint(g, 1, B)] = False
     return _x(g, B, T, 3) * 10, mask
 
 
 def _mean_f64(g):
-    B, T = 3, _int(g, 2, 8)
+    B, T = 3, randint(g, 2, 8)
     return _x(g, B, T, 2, torch.float64), _mask(g, B, T)
 
 
 def _mean_full(g):
-    B, T = 2, _int(g, 1, 5)
-    return _x(g, B, T, _int(g, 1, 4)), torch.ones(B, T, dtype=torch.bool)
+    B, T = 2, randint(g, 1, 5)
+    return _x(g, B, T, randint(g, 1, 4)), torch.ones(B, T, dtype=torch.bool)
 
 
 def _mean_holes(g):

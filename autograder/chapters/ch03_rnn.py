@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..checks import (as_tensor, call, close, cpu64, expect_example, randint, randn, real_positions,
+                      tensor_pair)
 from ..spec import Case, CheckFailed, Hint, passed
-from .ch01_tokens import _call, _close, _expect, _int, _tensor
 
 DRAWS = 20_000  # rows drawn in a frequency test: each frequency within ~0.0035 (1 sd) of p
 FREQ_TOL = 0.02  # about 6 sd; a wrong temperature moves some probability by > 0.06 in our cases
@@ -31,14 +32,7 @@ FREQ_TOL = 0.02  # about 6 sd; a wrong temperature moves some probability by > 0
 # ----------------------------------------------------------------------------------------
 
 def _cpu64(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    return [t.detach().cpu().double() for t in tensors]
-
-
-def _pair(x: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``x`` as a pair of tensors, or None."""
-    if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(t, torch.Tensor) for t in x):
-        return _tensor(x[0]), _tensor(x[1])
-    return None
+    return [cpu64(t) for t in tensors]
 
 
 def _blocks(w: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
@@ -57,25 +51,20 @@ def _gru_builtin(x, h, W_ih, W_hh, b_ih, b_hh, order=(0, 1, 2)) -> torch.Tensor:
     return torch.gru_cell(x, h, *(_blocks(w, order) for w in (W_ih, W_hh, b_ih, b_hh)))
 
 
-def _real(lengths: torch.Tensor, T: int) -> torch.Tensor:
-    """(B, T) bool: True at the real positions t < lengths[i]."""
-    return torch.arange(T) < lengths.cpu()[:, None]
-
-
 # ----------------------------------------------------------------------------------------
 # Hints
 # ----------------------------------------------------------------------------------------
 
 def _no_tanh(got, exp, args) -> bool:
     e = exp.detach().cpu().double()
-    return bool(e.abs().max() < 0.999) and _close(got, torch.atanh(e))
+    return bool(e.abs().max() < 0.999) and close(got, torch.atanh(e))
 
 
 def _transposed(got, exp, args) -> bool:
     x, h, W_xh, W_hh, b = _cpu64(*args)
     if W_xh.shape[0] != W_xh.shape[1]:
         return False
-    return _close(got, torch.rnn_tanh_cell(x, h, W_xh.T, W_hh.T, b, torch.zeros_like(b)))
+    return close(got, torch.rnn_tanh_cell(x, h, W_xh.T, W_hh.T, b, torch.zeros_like(b)))
 
 
 RNN_NO_TANH = Hint(
@@ -90,33 +79,33 @@ RNN_DTYPE = Hint(
     lambda got, exp, args: got.dtype != exp.dtype)
 RNN_NO_BIAS = Hint(
     "the bias b is missing: h_t = tanh(x_t @ W_xh.T + h_prev @ W_hh.T + b).",
-    lambda got, exp, args: _close(got, torch.tanh(_cpu64(args[0])[0] @ _cpu64(args[2])[0].T
-                                                  + _cpu64(args[1])[0] @ _cpu64(args[3])[0].T))
+    lambda got, exp, args: close(got, torch.tanh(_cpu64(args[0])[0] @ _cpu64(args[2])[0].T
+                                                 + _cpu64(args[1])[0] @ _cpu64(args[3])[0].T))
     and bool(args[4].abs().max() > 0))
 RNN_CELL_HINTS = (RNN_NO_TANH, RNN_TRANSPOSED, RNN_NO_BIAS, RNN_DTYPE)
 
 
 def _last_taken_at_padding(got, exp, args) -> bool:
-    g, e = _pair(got), _pair(exp)
+    g, e = tensor_pair(got), tensor_pair(exp)
     lengths, T = args[1].cpu(), args[0].shape[1]
     short = lengths < T
     if g is None or not short.any() or g[1].shape != e[1].shape or g[0].shape != e[0].shape:
         return False
     at_end = g[0][short, -1]
-    return _close(g[1][short], at_end) and not _close(g[1][short], e[1][short])
+    return close(g[1][short], at_end) and not close(g[1][short], e[1][short])
 
 
 def _padding_not_zero(got, exp, args) -> bool:
-    g, e = _pair(got), _pair(exp)
+    g, e = tensor_pair(got), tensor_pair(exp)
     if g is None or g[0].shape != e[0].shape:
         return False
-    real = _real(args[1], args[0].shape[1])
-    return _close(g[0][real], e[0][real]) and bool(g[0][~real].abs().sum() > 0)
+    real = real_positions(args[1], args[0].shape[1])
+    return close(g[0][real], e[0][real]) and bool(g[0][~real].abs().sum() > 0)
 
 
 def _first_step_wrong(got, exp, args) -> bool:
-    g, e = _pair(got), _pair(exp)
-    return g is not None and g[0].shape == e[0].shape and not _close(g[0][:, 0], e[0][:, 0])
+    g, e = tensor_pair(got), tensor_pair(exp)
+    return g is not None and g[0].shape == e[0].shape and not close(g[0][:, 0], e[0][:, 0])
 
 
 FWD_LAST_AT_PADDING = Hint(
@@ -133,7 +122,7 @@ FWD_FIRST_STEP = Hint(
     _first_step_wrong)
 FWD_NOT_PAIR = Hint(
     "return a tuple (states, h_last): states (B, T, H) and h_last (B, H).",
-    lambda got, exp, args: _pair(got) is None)
+    lambda got, exp, args: tensor_pair(got) is None)
 RNN_FORWARD_HINTS = (FWD_NOT_PAIR, FWD_FIRST_STEP, FWD_LAST_AT_PADDING, FWD_PADDING_NOT_ZERO)
 
 _LSTM_GATES = "ifgo"
@@ -141,11 +130,11 @@ _LSTM_GATES = "ifgo"
 
 def _lstm_order(got, exp, args) -> str | None:
     """The gate order (as letters) under which the student's result is PyTorch's, if not i,f,g,o."""
-    g = _pair(got)
+    g = tensor_pair(got)
     if g is None:
         return None
     for order in itertools.permutations(range(4)):
-        if order != (0, 1, 2, 3) and _close(g[0], _lstm_builtin(args, order)[0]):
+        if order != (0, 1, 2, 3) and close(g[0], _lstm_builtin(args, order)[0]):
             return ", ".join(_LSTM_GATES[k] for k in order)
     return None
 
@@ -157,11 +146,11 @@ LSTM_ORDER = Hint(
     lambda got, exp, args: _lstm_order(got, exp, args) is not None)
 LSTM_SWAPPED = Hint(
     "return (h_t, c_t) in that order.",
-    lambda got, exp, args: (_pair(got) is not None and _close(got[0], exp[1]) and _close(got[1], exp[0])))
+    lambda got, exp, args: (tensor_pair(got) is not None and close(got[0], exp[1]) and close(got[1], exp[0])))
 def _lstm_one_bias(got, exp, args) -> bool:
     x, h, c, W_ih, W_hh, b_ih, b_hh = _cpu64(*args)
-    g = _pair(got)
-    return g is not None and any(_close(g[0], torch.lstm_cell(x, (h, c), W_ih, W_hh, *biases)[0])
+    g = tensor_pair(got)
+    return g is not None and any(close(g[0], torch.lstm_cell(x, (h, c), W_ih, W_hh, *biases)[0])
                                  for biases in ((b_ih, 0 * b_hh), (0 * b_ih, b_hh)))
 
 
@@ -172,8 +161,8 @@ LSTM_ONE_BIAS = Hint(
 
 LSTM_NO_TANH_C = Hint(
     "c_t is right but h_t is not: h_t = o_t * tanh(c_t), with the tanh on the new cell state.",
-    lambda got, exp, args: _pair(got) is not None and _pair(exp) is not None
-    and _close(got[1], exp[1]) and not _close(got[0], exp[0]))
+    lambda got, exp, args: tensor_pair(got) is not None and tensor_pair(exp) is not None
+    and close(got[1], exp[1]) and not close(got[0], exp[0]))
 LSTM_HINTS = (LSTM_ORDER, LSTM_SWAPPED, LSTM_ONE_BIAS, LSTM_NO_TANH_C)
 
 
@@ -187,7 +176,7 @@ def _gru_variant(got, args, *, order=(0, 1, 2), flip_z=False, bias_outside_r=Fal
     if bias_outside_r:  # tanh(x_n + b_in + r * (W_hn h) + b_hn): b_hn moved outside r
         b_ih[2 * H:] += b_hh[2 * H:]
         b_hh[2 * H:] = 0
-    return _close(got, torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh))
+    return close(got, torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh))
 
 
 GRU_Z_SWAPPED = Hint(
@@ -212,7 +201,7 @@ def _gru_reset_before_matrix(got, exp, args) -> bool:
     H = h.shape[1]
     r, z = torch.sigmoid(x @ W_ih[:2 * H].T + b_ih[:2 * H] + h @ W_hh[:2 * H].T + b_hh[:2 * H]).chunk(2, dim=1)
     n = torch.tanh(x @ W_ih[2 * H:].T + b_ih[2 * H:] + (r * h) @ W_hh[2 * H:].T + b_hh[2 * H:])
-    return _close(got, (1 - z) * n + z * h)
+    return close(got, (1 - z) * n + z * h)
 
 
 def _gru_without_reset(got, args) -> bool:
@@ -220,7 +209,7 @@ def _gru_without_reset(got, args) -> bool:
     x, h, W_ih, W_hh, b_ih, b_hh = _cpu64(*args)
     H = h.shape[1]
     W_ih[:H], W_hh[:H], b_ih[:H], b_hh[:H] = 0, 0, 100, 0
-    return _close(got, torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh))
+    return close(got, torch.gru_cell(x, h, W_ih, W_hh, b_ih, b_hh))
 
 
 GRU_RESET_BEFORE = Hint(
@@ -236,7 +225,7 @@ GRU_HINTS = (GRU_Z_SWAPPED, GRU_ORDER, GRU_RESET_BIAS, GRU_RESET_BEFORE, GRU_NO_
 
 def _loss_over_everything(got, exp, args) -> bool:
     logits, targets, _ = args
-    return _close(got, F.cross_entropy(*_cpu64(logits.flatten(0, 1)), targets.cpu().flatten()))
+    return close(got, F.cross_entropy(*_cpu64(logits.flatten(0, 1)), targets.cpu().flatten()))
 
 
 LOSS_PADDING = Hint(
@@ -244,12 +233,12 @@ LOSS_PADDING = Hint(
     "t < lengths[i] (a boolean mask (B, T)) and average over those.", _loss_over_everything)
 LOSS_SUM = Hint(
     "this is the sum over the real positions: divide by their number, lengths.sum().",
-    lambda got, exp, args: _close(got, exp.detach().cpu().double() * args[2].sum().item()))
+    lambda got, exp, args: close(got, exp.detach().cpu().double() * args[2].sum().item()))
 LOSS_OVER_BT = Hint(
     "the padded positions are left out of the sum but counted in the division (a mean over all "
     "B * T positions of a masked loss): divide by the number of real positions, lengths.sum().",
-    lambda got, exp, args: _close(got, exp.detach().cpu().double() * args[2].sum().item()
-                                  / args[1].numel()))
+    lambda got, exp, args: close(got, exp.detach().cpu().double() * args[2].sum().item()
+                                 / args[1].numel()))
 
 
 def _mean_of_sequence_means(got, exp, args) -> bool:
@@ -257,8 +246,8 @@ def _mean_of_sequence_means(got, exp, args) -> bool:
     T = targets.shape[1]
     nll = F.cross_entropy(_cpu64(logits)[0].flatten(0, 1), targets.cpu().flatten(),
                           reduction="none").view(-1, T)
-    real = _real(lengths.cpu(), T)
-    return _close(got, ((nll * real).sum(1) / real.sum(1)).mean())
+    real = real_positions(lengths.cpu(), T)
+    return close(got, ((nll * real).sum(1) / real.sum(1)).mean())
 
 
 LOSS_PER_SEQUENCE = Hint(
@@ -267,7 +256,7 @@ LOSS_PER_SEQUENCE = Hint(
     _mean_of_sequence_means)
 LOSS_NOT_SCALAR = Hint(
     "return one number, a 0-d tensor (the mean), not a loss per position or per sequence.",
-    lambda got, exp, args: _tensor(got) is not None and got.dim() > 0)
+    lambda got, exp, args: as_tensor(got) is not None and got.dim() > 0)
 LOSS_HINTS = (LOSS_PADDING, LOSS_SUM, LOSS_OVER_BT, LOSS_PER_SEQUENCE, LOSS_NOT_SCALAR)
 
 
@@ -276,7 +265,7 @@ def _probs(logits: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def _frequencies(got: Any, V: int) -> torch.Tensor | None:
-    counts = _tensor(got)
+    counts = as_tensor(got)
     if counts is None or counts.shape != (V,) or counts.dtype.is_floating_point or counts.sum() != DRAWS:
         return None
     return counts.double() / DRAWS
@@ -315,8 +304,8 @@ SAMPLE_FREQ_HINTS = (SAMPLE_TIMES_T, SAMPLE_NO_T)
 
 
 def _same_kind_of_ids(got, exp) -> bool:
-    return (_tensor(got) is not None and got.shape == exp.shape and not got.dtype.is_floating_point
-            and not torch.equal(_tensor(got), _tensor(exp)))
+    return (as_tensor(got) is not None and got.shape == exp.shape and not got.dtype.is_floating_point
+            and not torch.equal(as_tensor(got), as_tensor(exp)))
 
 
 SAMPLE_DRAW = Hint(
@@ -327,8 +316,8 @@ SAMPLE_DRAW = Hint(
     lambda got, exp, args: _same_kind_of_ids(got, exp) and args[1] != 0)
 SAMPLE_GREEDY = Hint(
     "temperature 0 means no randomness: return logits.argmax(dim=-1).",
-    lambda got, exp, args: args[1] == 0 and _tensor(got) is not None and got.shape == exp.shape
-    and not torch.equal(_tensor(got), _tensor(exp)))
+    lambda got, exp, args: args[1] == 0 and as_tensor(got) is not None and got.shape == exp.shape
+    and not torch.equal(as_tensor(got), as_tensor(exp)))
 SAMPLE_SHAPE = Hint(
     "return shape (B,): torch.multinomial(probs, 1) is (B, 1), so .squeeze(-1) it.",
     lambda got, exp, args: tuple(got.shape) == (*exp.shape, 1))
@@ -348,14 +337,14 @@ def check_rnn_cell(rnn_cell: Callable) -> None:
     args = (torch.tensor([[1.]]), torch.tensor([[0.5]]), torch.tensor([[2.]]),
             torch.tensor([[-1.]]), torch.tensor([0.]))
     shown = "rnn_cell([[1.]], [[0.5]], W_xh=[[2.]], W_hh=[[-1.]], b=[0.])"
-    _expect(_call(rnn_cell, shown, *args), torch.tanh(torch.tensor([[1.5]])), shown,
-            "tanh(2 * 1 + (-1) * 0.5 + 0) = tanh(1.5).", RNN_CELL_HINTS, args)
+    expect_example(call(rnn_cell, shown, *args), torch.tanh(torch.tensor([[1.5]])), shown,
+                   "tanh(2 * 1 + (-1) * 0.5 + 0) = tanh(1.5).", RNN_CELL_HINTS, args)
     b = torch.tensor([0.5, -1.0, 2.0])
     args = (torch.ones(2, 4), torch.ones(2, 3), torch.zeros(3, 4), torch.zeros(3, 3), b)
     shown = "rnn_cell(ones(2, 4), ones(2, 3), W_xh=zeros(3, 4), W_hh=zeros(3, 3), b=[0.5, -1, 2])"
-    _expect(_call(rnn_cell, shown, *args), torch.tanh(b).expand(2, 3), shown,
-            "with zero weights every row is tanh(b); W_xh is (H, D) = (3, 4), so use x_t @ W_xh.T.",
-            RNN_CELL_HINTS, args)
+    expect_example(call(rnn_cell, shown, *args), torch.tanh(b).expand(2, 3), shown,
+                   "with zero weights every row is tanh(b); W_xh is (H, D) = (3, 4), so use x_t @ W_xh.T.",
+                   RNN_CELL_HINTS, args)
     count = 2
     for device in _cuda_too():
         g = torch.Generator().manual_seed(3)
@@ -364,9 +353,9 @@ def check_rnn_cell(rnn_cell: Callable) -> None:
         args = tuple(t.detach().to(device) for t in
                      (x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih + cell.bias_hh))
         shown = f"rnn_cell(<(4, 3) float64 on {device}>, <(4, 5)>, weights of nn.RNNCell(3, 5))"
-        _expect(_call(rnn_cell, shown, *args), cell(x, h).detach().to(device), shown,
-                "must equal nn.RNNCell(3, 5)(x, h) with W_xh = weight_ih, W_hh = weight_hh, "
-                "b = bias_ih + bias_hh, same dtype and device as the inputs.", RNN_CELL_HINTS, args)
+        expect_example(call(rnn_cell, shown, *args), cell(x, h).detach().to(device), shown,
+                       "must equal nn.RNNCell(3, 5)(x, h) with W_xh = weight_ih, W_hh = weight_hh, "
+                       "b = bias_ih + bias_hh, same dtype and device as the inputs.", RNN_CELL_HINTS, args)
         count += 1
     passed("rnn_cell", count)
 
@@ -392,9 +381,9 @@ def check_rnn_forward(rnn_forward: Callable) -> None:
     expected = (torch.tensor([[[t(torch.tensor(1.))], [t(torch.tensor(2.))]],
                               [[t(torch.tensor(3.))], [0.]]]),
                 torch.tensor([[t(torch.tensor(2.))], [t(torch.tensor(3.))]]))
-    _expect(_call(rnn_forward, shown, *args), expected, shown,
-            "each state is tanh(x_t); the second sequence has length 1, so its 9 is padding: "
-            "its state there is 0 and its h_last is tanh(3).", RNN_FORWARD_HINTS, args)
+    expect_example(call(rnn_forward, shown, *args), expected, shown,
+                   "each state is tanh(x_t); the second sequence has length 1, so its 9 is padding: "
+                   "its state there is 0 and its h_last is tanh(3).", RNN_FORWARD_HINTS, args)
     count = 1
     for device in _cuda_too():
         g = torch.Generator().manual_seed(4)
@@ -407,9 +396,9 @@ def check_rnn_forward(rnn_forward: Callable) -> None:
             args = tuple(a.to(device) for a in (x, lengths, W_xh, W_hh, b, *([h0] if with_h0 else [])))
             shown = (f"rnn_forward(<(5, 7, 3) float64 on {device}>, lengths=[3, 7, 1, 5, 2], "
                      f"<random weights>{', h0=<(5, 4)>' if with_h0 else ''})")
-            _expect(_call(rnn_forward, shown, *args), _packed_rnn(*args), shown,
-                    "must equal nn.RNN on pack_padded_sequence(x, lengths, enforce_sorted=False) with "
-                    "the same weights: its padded output and its h_n[0].", RNN_FORWARD_HINTS, args)
+            expect_example(call(rnn_forward, shown, *args), _packed_rnn(*args), shown,
+                           "must equal nn.RNN on pack_padded_sequence(x, lengths, enforce_sorted=False) with "
+                           "the same weights: its padded output and its h_n[0].", RNN_FORWARD_HINTS, args)
             count += 1
     passed("rnn_forward", count)
 
@@ -420,9 +409,9 @@ def check_lstm_cell(lstm_cell: Callable) -> None:
     args = (torch.ones(1, 3), torch.ones(1, 2), c, torch.zeros(8, 3), torch.zeros(8, 2),
             torch.zeros(8), torch.zeros(8))
     shown = "lstm_cell(ones(1, 3), ones(1, 2), c_prev=[[1., -2.]], all weights and biases zero)"
-    _expect(_call(lstm_cell, shown, *args), (0.5 * torch.tanh(0.5 * c), 0.5 * c), shown,
-            "with zero weights i = f = o = sigmoid(0) = 0.5 and g = tanh(0) = 0, so "
-            "c_t = 0.5 * c_prev and h_t = 0.5 * tanh(c_t); return (h_t, c_t).", LSTM_HINTS, args)
+    expect_example(call(lstm_cell, shown, *args), (0.5 * torch.tanh(0.5 * c), 0.5 * c), shown,
+                   "with zero weights i = f = o = sigmoid(0) = 0.5 and g = tanh(0) = 0, so "
+                   "c_t = 0.5 * c_prev and h_t = 0.5 * tanh(c_t); return (h_t, c_t).", LSTM_HINTS, args)
     count = 1
     for device in _cuda_too():
         g = torch.Generator().manual_seed(5)
@@ -435,9 +424,9 @@ def check_lstm_cell(lstm_cell: Callable) -> None:
                      (x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh))
         shown = f"lstm_cell(<(2, 3) float64 on {device}>, h, c, weights of nn.LSTMCell(3, 4))"
         expected = tuple(t.detach().to(device) for t in cell(x, (h, c)))
-        _expect(_call(lstm_cell, shown, *args), expected, shown,
-                "must equal nn.LSTMCell(3, 4)(x, (h, c)) with its weight_ih, weight_hh, bias_ih, "
-                "bias_hh (gates stacked i, f, g, o).", LSTM_HINTS, args)
+        expect_example(call(lstm_cell, shown, *args), expected, shown,
+                       "must equal nn.LSTMCell(3, 4)(x, (h, c)) with its weight_ih, weight_hh, bias_ih, "
+                       "bias_hh (gates stacked i, f, g, o).", LSTM_HINTS, args)
         count += 1
     passed("lstm_cell", count)
 
@@ -447,9 +436,9 @@ def check_gru_cell(gru_cell: Callable) -> None:
     h = torch.tensor([[1.0, -2.0]])
     args = (torch.ones(1, 3), h, torch.zeros(6, 3), torch.zeros(6, 2), torch.zeros(6), torch.zeros(6))
     shown = "gru_cell(ones(1, 3), h_prev=[[1., -2.]], all weights and biases zero)"
-    _expect(_call(gru_cell, shown, *args), 0.5 * h, shown,
-            "with zero weights r = z = 0.5 and n = tanh(0) = 0, so h_t = 0.5 * 0 + 0.5 * h_prev.",
-            GRU_HINTS, args)
+    expect_example(call(gru_cell, shown, *args), 0.5 * h, shown,
+                   "with zero weights r = z = 0.5 and n = tanh(0) = 0, so h_t = 0.5 * 0 + 0.5 * h_prev.",
+                   GRU_HINTS, args)
     count = 1
     for device in _cuda_too():
         g = torch.Generator().manual_seed(6)
@@ -461,9 +450,9 @@ def check_gru_cell(gru_cell: Callable) -> None:
         args = tuple(a.detach().to(device) for a in
                      (x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh))
         shown = f"gru_cell(<(2, 3) float64 on {device}>, h, weights of nn.GRUCell(3, 4))"
-        _expect(_call(gru_cell, shown, *args), cell(x, h).detach().to(device), shown,
-                "must equal nn.GRUCell(3, 4)(x, h) with its weight_ih, weight_hh, bias_ih, bias_hh "
-                "(gates stacked r, z, n).", GRU_HINTS, args)
+        expect_example(call(gru_cell, shown, *args), cell(x, h).detach().to(device), shown,
+                       "must equal nn.GRUCell(3, 4)(x, h) with its weight_ih, weight_hh, bias_ih, bias_hh "
+                       "(gates stacked r, z, n).", GRU_HINTS, args)
         count += 1
     passed("gru_cell", count)
 
@@ -472,21 +461,21 @@ def check_sequence_loss(sequence_loss: Callable) -> None:
     """Equal logits cost log V; then F.cross_entropy with the padding marked ignore_index."""
     args = (torch.zeros(2, 3, 5), torch.tensor([[1, 2, 3], [4, 0, 0]]), torch.tensor([3, 1]))
     shown = "sequence_loss(zeros(2, 3, 5), targets, lengths=[3, 1])"
-    _expect(_call(sequence_loss, shown, *args), torch.tensor(math.log(5)), shown,
-            "with all logits equal each real position costs log 5.", LOSS_HINTS, args)
+    expect_example(call(sequence_loss, shown, *args), torch.tensor(math.log(5)), shown,
+                   "with all logits equal each real position costs log 5.", LOSS_HINTS, args)
     count = 1
     for device in _cuda_too():
         g = torch.Generator().manual_seed(7)
         logits = 3 * torch.randn(3, 4, 6, generator=g, dtype=torch.float64)
         targets = torch.randint(0, 6, (3, 4), generator=g)
         lengths = torch.tensor([4, 1, 2])
-        ignored = targets.masked_fill(~_real(lengths, 4), -100)  # F.cross_entropy's ignore_index
+        ignored = targets.masked_fill(~real_positions(lengths, 4), -100)  # F.cross_entropy's ignore_index
         args = tuple(a.to(device) for a in (logits, targets, lengths))
         shown = f"sequence_loss(<(3, 4, 6) float64 on {device}>, targets, lengths=[4, 1, 2])"
-        _expect(_call(sequence_loss, shown, *args),
-                F.cross_entropy(logits.flatten(0, 1), ignored.flatten()).to(device), shown,
-                "7 real positions out of 12: the mean over those 7, which is "
-                "F.cross_entropy with the padded targets set to ignore_index=-100.", LOSS_HINTS, args)
+        expect_example(call(sequence_loss, shown, *args),
+                       F.cross_entropy(logits.flatten(0, 1), ignored.flatten()).to(device), shown,
+                       "7 real positions out of 12: the mean over those 7, which is "
+                       "F.cross_entropy with the padded targets set to ignore_index=-100.", LOSS_HINTS, args)
         count += 1
     passed("sequence_loss", count)
 
@@ -495,26 +484,26 @@ def check_sample_next(sample_next: Callable) -> None:
     """Temperature 0 is argmax; a certain id always comes; a seed repeats; frequencies match."""
     logits = torch.tensor([[0.0, 3.0, 1.0, -1.0], [2.0, 0.0, 5.0, 1.0], [-4.0, -3.0, -3.5, -9.0]])
     shown = "sample_next(<3 rows of logits>, temperature=0)"
-    _expect(_call(sample_next, shown, logits, 0), torch.tensor([1, 2, 1]), shown,
-            "temperature 0: the id of the largest logit in each row.", SAMPLE_HINTS, (logits, 0))
+    expect_example(call(sample_next, shown, logits, 0), torch.tensor([1, 2, 1]), shown,
+                   "temperature 0: the id of the largest logit in each row.", SAMPLE_HINTS, (logits, 0))
     sure = torch.tensor([[0.0, 50.0, 0.0]]).expand(20, 3)
     shown = "sample_next(<20 rows of logits [0, 50, 0]>, temperature=1)"
-    _expect(_call(sample_next, shown, sure, 1.0), torch.ones(20, dtype=torch.long), shown,
-            "id 1 has probability 1 - 2e-22: every row draws it; shape (B,) = (20,), int64.",
-            SAMPLE_HINTS, (sure, 1.0))
+    expect_example(call(sample_next, shown, sure, 1.0), torch.ones(20, dtype=torch.long), shown,
+                   "id 1 has probability 1 - 2e-22: every row draws it; shape (B,) = (20,), int64.",
+                   SAMPLE_HINTS, (sure, 1.0))
     rows = torch.tensor([[0.0, 0.0, 2.0]]).expand(50, 3)
     shown = "sample_next(<50 rows>, 1.0, torch.Generator().manual_seed(0)), twice"
-    first = _call(sample_next, shown, rows, 1.0, torch.Generator().manual_seed(0))
-    again = _call(sample_next, shown, rows, 1.0, torch.Generator().manual_seed(0))
-    _expect(again, first, shown, "the same seeded generator must give the same draws: "
-            "pass generator=generator to torch.multinomial.")
+    first = call(sample_next, shown, rows, 1.0, torch.Generator().manual_seed(0))
+    again = call(sample_next, shown, rows, 1.0, torch.Generator().manual_seed(0))
+    expect_example(again, first, shown, "the same seeded generator must give the same draws: "
+                   "pass generator=generator to torch.multinomial.")
     count = 3
     for t in (1.0, 0.5, 2.0):
         logits = torch.tensor([[0.0, 0.0, 2.0]])
         gen = torch.Generator().manual_seed(1)
         shown = f"sample_next(<{DRAWS} rows [0, 0, 2]>, temperature={t})"
-        ids = _call(sample_next, shown, logits.expand(DRAWS, 3), t, gen)
-        counts = torch.bincount(ids.cpu(), minlength=3) if _tensor(ids) is not None and ids.dim() == 1 else ids
+        ids = call(sample_next, shown, logits.expand(DRAWS, 3), t, gen)
+        counts = torch.bincount(ids.cpu(), minlength=3) if as_tensor(ids) is not None and ids.dim() == 1 else ids
         args = (logits, t, 1)
         message = frequency_check(counts, None, args)
         if message is not None:
@@ -528,14 +517,10 @@ def check_sample_next(sample_next: Callable) -> None:
 # Hidden cases: random inputs from the grader's seeded generator (CPU)
 # ----------------------------------------------------------------------------------------
 
-def _randn(g, *shape, dtype=torch.float32, scale=1.0):
-    return scale * torch.randn(*shape, generator=g, dtype=dtype)
-
-
 def _rnn_cell_args(g, B, D, H, dtype=torch.float32):
-    return (_randn(g, B, D, dtype=dtype), _randn(g, B, H, dtype=dtype).tanh(),
-            _randn(g, H, D, dtype=dtype, scale=0.5), _randn(g, H, H, dtype=dtype, scale=0.5),
-            _randn(g, H, dtype=dtype, scale=0.5))
+    return (randn(g, B, D, dtype=dtype), randn(g, B, H, dtype=dtype).tanh(),
+            randn(g, H, D, dtype=dtype, scale=0.5), randn(g, H, H, dtype=dtype, scale=0.5),
+            randn(g, H, dtype=dtype, scale=0.5))
 
 
 def _lengths(g, B, T):
@@ -543,38 +528,38 @@ def _lengths(g, B, T):
     if B == 1:
         return torch.tensor([T])
     lengths = torch.randint(1, T + 1, (B,), generator=g)
-    lengths[_int(g, 0, B)] = T
+    lengths[randint(g, 0, B)] = T
     lengths[(int(lengths.argmax()) + 1) % B] = 1
     return lengths
 
 
 def _forward_args(g, B, T, D, H, dtype=torch.float32, h0=False):
-    x = _randn(g, B, T, D, dtype=dtype)
-    weights = (_randn(g, H, D, dtype=dtype, scale=0.7), _randn(g, H, H, dtype=dtype, scale=0.7 / math.sqrt(H)),
-               _randn(g, H, dtype=dtype, scale=0.3))
-    return (x, _lengths(g, B, T), *weights, *([_randn(g, B, H, dtype=dtype).tanh()] if h0 else []))
+    x = randn(g, B, T, D, dtype=dtype)
+    weights = (randn(g, H, D, dtype=dtype, scale=0.7), randn(g, H, H, dtype=dtype, scale=0.7 / math.sqrt(H)),
+               randn(g, H, dtype=dtype, scale=0.3))
+    return (x, _lengths(g, B, T), *weights, *([randn(g, B, H, dtype=dtype).tanh()] if h0 else []))
 
 
 def _all_padded_args(g):
-    B, T = _int(g, 2, 5), _int(g, 4, 8)
+    B, T = randint(g, 2, 5), randint(g, 4, 8)
     x, _, *weights = _forward_args(g, B, T, 3, 4)
     return (x, torch.randint(1, T, (B,), generator=g), *weights)
 
 
 def _lstm_args(g, B, D, H, dtype=torch.float32):
-    return (_randn(g, B, D, dtype=dtype), _randn(g, B, H, dtype=dtype).tanh(), _randn(g, B, H, dtype=dtype),
-            _randn(g, 4 * H, D, dtype=dtype, scale=0.8), _randn(g, 4 * H, H, dtype=dtype, scale=0.8),
-            _randn(g, 4 * H, dtype=dtype), _randn(g, 4 * H, dtype=dtype))
+    return (randn(g, B, D, dtype=dtype), randn(g, B, H, dtype=dtype).tanh(), randn(g, B, H, dtype=dtype),
+            randn(g, 4 * H, D, dtype=dtype, scale=0.8), randn(g, 4 * H, H, dtype=dtype, scale=0.8),
+            randn(g, 4 * H, dtype=dtype), randn(g, 4 * H, dtype=dtype))
 
 
 def _gru_args(g, B, D, H, dtype=torch.float32):
-    return (_randn(g, B, D, dtype=dtype), _randn(g, B, H, dtype=dtype).tanh(),
-            _randn(g, 3 * H, D, dtype=dtype, scale=0.8), _randn(g, 3 * H, H, dtype=dtype, scale=0.8),
-            _randn(g, 3 * H, dtype=dtype), _randn(g, 3 * H, dtype=dtype))
+    return (randn(g, B, D, dtype=dtype), randn(g, B, H, dtype=dtype).tanh(),
+            randn(g, 3 * H, D, dtype=dtype, scale=0.8), randn(g, 3 * H, H, dtype=dtype, scale=0.8),
+            randn(g, 3 * H, dtype=dtype), randn(g, 3 * H, dtype=dtype))
 
 
 def _loss_args(g, B, T, V, dtype=torch.float32):
-    return (_randn(g, B, T, V, dtype=dtype, scale=2.0), torch.randint(0, V, (B, T), generator=g),
+    return (randn(g, B, T, V, dtype=dtype, scale=2.0), torch.randint(0, V, (B, T), generator=g),
             _lengths(g, B, T))
 
 
@@ -582,18 +567,18 @@ def _spread_logits(g, V, t):
     """(1, V) logits whose softmax moves by more than 0.06 somewhere when the temperature is
     misapplied (ignored or multiplied), so the frequency test can tell."""
     while True:
-        logits = _randn(g, 1, V, scale=1.5)
+        logits = randn(g, 1, V, scale=1.5)
         p = _probs(logits, t)
         if min(float((p - _probs(logits, w)).abs().max()) for w in (1.0, 1 / t)) > 0.06:
             return logits
 
 
 def _frequency_args(g, t):
-    return _spread_logits(g, _int(g, 3, 8), t), t, _int(g, 0, 2**31)
+    return _spread_logits(g, randint(g, 3, 8), t), t, randint(g, 0, 2**31)
 
 
 def _seeded_args(g, B, V, t):
-    return _randn(g, B, V, scale=2.0), t, _int(g, 0, 2**31)
+    return randn(g, B, V, scale=2.0), t, randint(g, 0, 2**31)
 
 
 SEEDED = "lambda logits, t, seed: sample_next(logits, t, torch.Generator(logits.device).manual_seed(seed))"
@@ -602,23 +587,23 @@ COUNTED = (f"lambda logits, t, seed: torch.bincount(sample_next(logits.expand({D
 
 CASES: dict[str, list[Case]] = {
     "test_rnn_cell": [
-        Case("rnn_cell", lambda g: _rnn_cell_args(g, _int(g, 2, 6), _int(g, 2, 5), _int(g, 5, 9)),
+        Case("rnn_cell", lambda g: _rnn_cell_args(g, randint(g, 2, 6), randint(g, 2, 5), randint(g, 5, 9)),
              "random float32 batch, D < H", RNN_CELL_HINTS),
-        Case("rnn_cell", lambda g: _rnn_cell_args(g, _int(g, 2, 6), *[_int(g, 3, 7)] * 2),
+        Case("rnn_cell", lambda g: _rnn_cell_args(g, randint(g, 2, 6), *[randint(g, 3, 7)] * 2),
              "square weights (D == H)", RNN_CELL_HINTS),
-        Case("rnn_cell", lambda g: _rnn_cell_args(g, 1, _int(g, 6, 9), _int(g, 1, 4), torch.float64),
+        Case("rnn_cell", lambda g: _rnn_cell_args(g, 1, randint(g, 6, 9), randint(g, 1, 4), torch.float64),
              "float64, batch of 1, D > H", RNN_CELL_HINTS),
-        Case("rnn_cell", lambda g: _rnn_cell_args(g, _int(g, 1, 4), 1, 1),
+        Case("rnn_cell", lambda g: _rnn_cell_args(g, randint(g, 1, 4), 1, 1),
              "D = H = 1", RNN_CELL_HINTS),
     ],
     "test_rnn_forward": [
-        Case("rnn_forward", lambda g: _forward_args(g, _int(g, 3, 6), _int(g, 4, 9), 3, _int(g, 2, 6)),
+        Case("rnn_forward", lambda g: _forward_args(g, randint(g, 3, 6), randint(g, 4, 9), 3, randint(g, 2, 6)),
              "padded float32 batch, unsorted lengths from 1 to T", RNN_FORWARD_HINTS),
-        Case("rnn_forward", lambda g: _forward_args(g, _int(g, 2, 5), _int(g, 3, 7), 2, 4, torch.float64, h0=True),
+        Case("rnn_forward", lambda g: _forward_args(g, randint(g, 2, 5), randint(g, 3, 7), 2, 4, torch.float64, h0=True),
              "float64 with a given h0", RNN_FORWARD_HINTS),
         Case("rnn_forward", lambda g: _forward_args(g, 4, 1, 3, 3),
              "T = 1 (every length 1)", RNN_FORWARD_HINTS),
-        Case("rnn_forward", lambda g: _forward_args(g, 1, _int(g, 2, 6), 2, 3),
+        Case("rnn_forward", lambda g: _forward_args(g, 1, randint(g, 2, 6), 2, 3),
              "a single sequence without padding", RNN_FORWARD_HINTS),
         Case("rnn_forward", _all_padded_args, "every sequence shorter than T (padding in every row)",
              RNN_FORWARD_HINTS),
@@ -627,23 +612,23 @@ CASES: dict[str, list[Case]] = {
              "lengths given on the CPU while x may be on the GPU", RNN_FORWARD_HINTS),
     ],
     "test_lstm_cell": [
-        Case("lstm_cell", lambda g: _lstm_args(g, _int(g, 2, 6), _int(g, 2, 6), _int(g, 2, 6)),
+        Case("lstm_cell", lambda g: _lstm_args(g, randint(g, 2, 6), randint(g, 2, 6), randint(g, 2, 6)),
              "random float32 weights, all four gates active", LSTM_HINTS),
-        Case("lstm_cell", lambda g: _lstm_args(g, 1, _int(g, 2, 5), _int(g, 3, 7), torch.float64),
+        Case("lstm_cell", lambda g: _lstm_args(g, 1, randint(g, 2, 5), randint(g, 3, 7), torch.float64),
              "float64, batch of 1", LSTM_HINTS),
-        Case("lstm_cell", lambda g: _lstm_args(g, _int(g, 2, 4), 1, 1), "D = H = 1", LSTM_HINTS),
+        Case("lstm_cell", lambda g: _lstm_args(g, randint(g, 2, 4), 1, 1), "D = H = 1", LSTM_HINTS),
     ],
     "test_gru_cell": [
-        Case("gru_cell", lambda g: _gru_args(g, _int(g, 2, 6), _int(g, 2, 6), _int(g, 2, 6)),
+        Case("gru_cell", lambda g: _gru_args(g, randint(g, 2, 6), randint(g, 2, 6), randint(g, 2, 6)),
              "random float32 weights, all three gates active", GRU_HINTS),
-        Case("gru_cell", lambda g: _gru_args(g, 1, _int(g, 2, 5), _int(g, 3, 7), torch.float64),
+        Case("gru_cell", lambda g: _gru_args(g, 1, randint(g, 2, 5), randint(g, 3, 7), torch.float64),
              "float64, batch of 1", GRU_HINTS),
-        Case("gru_cell", lambda g: _gru_args(g, _int(g, 2, 4), 1, 1), "D = H = 1", GRU_HINTS),
+        Case("gru_cell", lambda g: _gru_args(g, randint(g, 2, 4), 1, 1), "D = H = 1", GRU_HINTS),
     ],
     "test_sequence_loss": [
-        Case("sequence_loss", lambda g: _loss_args(g, _int(g, 2, 6), _int(g, 3, 9), _int(g, 3, 12)),
+        Case("sequence_loss", lambda g: _loss_args(g, randint(g, 2, 6), randint(g, 3, 9), randint(g, 3, 12)),
              "padded float32 batch, random ids at the padded positions", LOSS_HINTS),
-        Case("sequence_loss", lambda g: _loss_args(g, _int(g, 2, 5), _int(g, 2, 6), 4, torch.float64),
+        Case("sequence_loss", lambda g: _loss_args(g, randint(g, 2, 5), randint(g, 2, 6), 4, torch.float64),
              "float64", LOSS_HINTS),
         Case("sequence_loss", lambda g: (*_loss_args(g, 3, 4, 5)[:2], torch.tensor([4, 4, 4])),
              "no padding at all", LOSS_HINTS),
@@ -651,11 +636,11 @@ CASES: dict[str, list[Case]] = {
              "one long sequence and two of length 1 (each real token counts once)", LOSS_HINTS),
     ],
     "test_sample_next": [
-        Case(SEEDED, lambda g: _seeded_args(g, _int(g, 3, 9), _int(g, 3, 10), 1.0),
+        Case(SEEDED, lambda g: _seeded_args(g, randint(g, 3, 9), randint(g, 3, 10), 1.0),
              "fixed seed, temperature 1", SAMPLE_HINTS),
-        Case(SEEDED, lambda g: _seeded_args(g, _int(g, 3, 9), _int(g, 3, 10), 0.7),
+        Case(SEEDED, lambda g: _seeded_args(g, randint(g, 3, 9), randint(g, 3, 10), 0.7),
              "fixed seed, temperature 0.7", SAMPLE_HINTS),
-        Case(SEEDED, lambda g: _seeded_args(g, _int(g, 2, 6), _int(g, 3, 10), 0),
+        Case(SEEDED, lambda g: _seeded_args(g, randint(g, 2, 6), randint(g, 3, 10), 0),
              "temperature 0 (argmax)", SAMPLE_HINTS),
         Case(COUNTED, lambda g: _frequency_args(g, 0.5), f"frequencies over {DRAWS} draws, temperature 0.5",
              SAMPLE_FREQ_HINTS, frequency_check),

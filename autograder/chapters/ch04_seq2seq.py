@@ -21,9 +21,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ..checks import as_tensor, call, expect_example, randint, real_positions, tensor_pair
 from ..data.dates import BOS, EOS, PAD
 from ..spec import Case, CheckFailed, Hint, passed
-from .ch01_tokens import _call, _expect, _int, _tensor
 
 # ----------------------------------------------------------------------------------------
 # Shared helpers
@@ -80,11 +80,6 @@ def _pair(x: Any) -> tuple[Any, Any] | None:
     return tuple(x) if isinstance(x, (tuple, list)) and len(x) == 2 else None
 
 
-def _as_tensor_pair(x: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-    p = _pair(x)
-    return p if p and all(isinstance(t, torch.Tensor) for t in p) else None
-
-
 def _second_order_step(table: torch.Tensor) -> Callable:
     """``step`` whose next token depends on the last two: the state (B, 1) holds the one before
     ``prev``, so a hypothesis continued from another row's state gets other probabilities."""
@@ -134,28 +129,24 @@ SHORT_OR_LONG = {BOS: {EOS: 0.45, A: 0.55}, A: {EOS: 0.75, A: 0.15, B_: 0.1}, B_
 # Hints
 # ----------------------------------------------------------------------------------------
 
-def _real(src_len: torch.Tensor, S: int) -> torch.Tensor:
-    return torch.arange(S)[None, :] < src_len.cpu()[:, None]  # (B, S) True at real positions
-
-
 def _encode_parts(got, exp, args):
-    g, e = _as_tensor_pair(got), _as_tensor_pair(exp)
+    g, e = tensor_pair(got), tensor_pair(exp)
     if g is None or e is None:
         return None
-    return _tensor(g[0]), _tensor(g[1]), _tensor(e[0]), _tensor(e[1]), args[-1].cpu()
+    return as_tensor(g[0]), as_tensor(g[1]), as_tensor(e[0]), as_tensor(e[1]), args[-1].cpu()
 
 
 def _h_after_padding(got, exp, args) -> bool:
     """Right states at the real positions, but h is the state after the padding."""
     gs, gh, es, eh, lens = _encode_parts(got, exp, args)
-    real = _real(lens, es.shape[1])
+    real = real_positions(lens, es.shape[1])
     return (gs.shape == es.shape and torch.allclose(gs[real], es[real], rtol=1e-4, atol=1e-5)
             and gh.shape == eh.shape and not torch.allclose(gh, eh, rtol=1e-4, atol=1e-5))
 
 
 def _pad_states_nonzero(got, exp, args) -> bool:
     gs, _, es, _, lens = _encode_parts(got, exp, args)
-    return gs.shape == es.shape and bool(gs[~_real(lens, es.shape[1])].abs().gt(0).any())
+    return gs.shape == es.shape and bool(gs[~real_positions(lens, es.shape[1])].abs().gt(0).any())
 
 
 ENCODE_LAST_PADDED = Hint(
@@ -169,19 +160,19 @@ ENCODE_PAD_NONZERO = Hint(
 ENCODE_TOTAL_LENGTH = Hint(
     "states must have S = src.shape[1] time steps even when every sequence is shorter: pass "
     "total_length=src.shape[1] to pad_packed_sequence.",
-    lambda got, exp, args: (_tensor(got[0]).shape[:1] + _tensor(got[0]).shape[2:] == exp[0].shape[:1] + exp[0].shape[2:]
-                            and _tensor(got[0]).shape[1] == int(args[-1].max()) < exp[0].shape[1]))
+    lambda got, exp, args: (as_tensor(got[0]).shape[:1] + as_tensor(got[0]).shape[2:] == exp[0].shape[:1] + exp[0].shape[2:]
+                            and as_tensor(got[0]).shape[1] == int(args[-1].max()) < exp[0].shape[1]))
 ENCODE_LAYER_DIM = Hint(
     "h must be (B, H): nn.GRU returns its final state as (num_layers, B, H), take h_n[0].",
-    lambda got, exp, args: tuple(_tensor(got[1]).shape) == (1, *exp[1].shape))
+    lambda got, exp, args: tuple(as_tensor(got[1]).shape) == (1, *exp[1].shape))
 ENCODE_HINTS = (ENCODE_LAST_PADDED, ENCODE_PAD_NONZERO, ENCODE_TOTAL_LENGTH, ENCODE_LAYER_DIM)
 
 
 def _row_constant_shift(got, exp, args) -> bool:
-    g, e = _as_tensor_pair(got), _as_tensor_pair(exp)
+    g, e = tensor_pair(got), tensor_pair(exp)
     if g is None or e is None or g[0].shape != e[0].shape:
         return False
-    d = (_tensor(g[0]) - _tensor(e[0])).double()
+    d = (as_tensor(g[0]) - as_tensor(e[0])).double()
     return d.abs().max() > 1e-4 and torch.allclose(d, d[..., :1].expand_as(d), atol=1e-4)
 
 
@@ -191,11 +182,11 @@ STEP_LOGITS = Hint(
 STEP_PROBS = Hint(
     "log_probs must be log-probabilities (every value <= 0), not probabilities: use "
     "F.log_softmax, not F.softmax.",
-    lambda got, exp, args: bool((_tensor(got[0]) >= 0).all()) and torch.allclose(
-        _tensor(got[0]).double(), _tensor(exp[0]).double().exp(), rtol=1e-4, atol=1e-5))
+    lambda got, exp, args: bool((as_tensor(got[0]) >= 0).all()) and torch.allclose(
+        as_tensor(got[0]).double(), as_tensor(exp[0]).double().exp(), rtol=1e-4, atol=1e-5))
 def _softmax_over_batch(log_probs: Any) -> bool:
     """exp(log_probs) sums to 1 down each column (over the batch), not along each row."""
-    t = _tensor(log_probs)
+    t = as_tensor(log_probs)
     if t is None or t.dim() != 2 or not t.dtype.is_floating_point:
         return False
     p = t.double().exp()
@@ -211,7 +202,7 @@ STEP_AXIS = Hint(
     lambda got, exp, args: _softmax_over_batch(_pair(got)[0]))
 STEP_LAYER_DIM = Hint(
     "h_new must be (B, H): nn.GRU returns its state as (1, B, H), squeeze the first dimension.",
-    lambda got, exp, args: tuple(_tensor(got[1]).shape) == (1, *exp[1].shape))
+    lambda got, exp, args: tuple(as_tensor(got[1]).shape) == (1, *exp[1].shape))
 STEP_HINTS = (STEP_LOGITS, STEP_PROBS, STEP_AXIS, STEP_LAYER_DIM)
 
 
@@ -375,7 +366,7 @@ def check_encode(encode: Callable, Seq2Seq: type) -> None:
     src = torch.tensor([[5, 6, 7, 8], [3, 4, PAD, PAD], [8, PAD, PAD, PAD]])
     src_len = torch.tensor([4, 2, 1])
     shown = "encode(model, src=[[5, 6, 7, 8], [3, 4, 0, 0], [8, 0, 0, 0]], src_len=[4, 2, 1])"
-    states, h = _two(_call(encode, shown, model, src, src_len), shown)
+    states, h = _two(call(encode, shown, model, src, src_len), shown)
     _shape(states, (3, 4, 4), f"{shown}: states")
     _shape(h, (3, 4), f"{shown}: h")
     args = (model, src, src_len)
@@ -383,21 +374,21 @@ def check_encode(encode: Callable, Seq2Seq: type) -> None:
     expected = torch.zeros(3, 4, 4)
     for b, out in enumerate(alone):
         expected[b, :len(out)] = out
-    _expect((states, h), (expected, expected[[0, 1, 2], src_len - 1]), shown,
-            "each row equals nn.GRU run on that sequence alone, without its padding; states are 0 "
-            "at padded positions and h[b] is states[b, src_len[b] - 1].", ENCODE_HINTS, args)
+    expect_example((states, h), (expected, expected[[0, 1, 2], src_len - 1]), shown,
+                   "each row equals nn.GRU run on that sequence alone, without its padding; states are 0 "
+                   "at padded positions and h[b] is states[b, src_len[b] - 1].", ENCODE_HINTS, args)
     wide = torch.cat([src, torch.zeros(3, 3, dtype=torch.long)], 1)
     shown2 = "encode(model, <the same src with 3 more PAD columns>, src_len)"
-    states2, h2 = _two(_call(encode, shown2, model, wide, src_len), shown2)
-    _expect((states2, h2), (torch.cat([expected, torch.zeros(3, 3, 4)], 1), h), shown2,
-            "extra padding changes nothing but the number of (zero) time steps: states has "
-            "S = src.shape[1] = 7 steps.", ENCODE_HINTS, (model, wide, src_len))
+    states2, h2 = _two(call(encode, shown2, model, wide, src_len), shown2)
+    expect_example((states2, h2), (torch.cat([expected, torch.zeros(3, 3, 4)], 1), h), shown2,
+                   "extra padding changes nothing but the number of (zero) time steps: states has "
+                   "S = src.shape[1] = 7 steps.", ENCODE_HINTS, (model, wide, src_len))
     count = 2
     if torch.cuda.is_available():  # the grader may run your code on a GPU
         shown3 = "encode(model.cuda(), src.cuda(), src_len.cuda())"
-        got = _call(encode, shown3, model.cuda(), src.cuda(), src_len.cuda())
-        _expect(got, (expected.cuda(), h.detach().cuda()), shown3,
-                "pack_padded_sequence needs its lengths on the CPU (src_len.cpu()).", ENCODE_HINTS, args)
+        got = call(encode, shown3, model.cuda(), src.cuda(), src_len.cuda())
+        expect_example(got, (expected.cuda(), h.detach().cuda()), shown3,
+                       "pack_padded_sequence needs its lengths on the CPU (src_len.cpu()).", ENCODE_HINTS, args)
         count += 1
     passed("encode", count)
 
@@ -408,25 +399,25 @@ def check_decoder_step(decoder_step: Callable, Seq2Seq: type) -> None:
     y = torch.tensor([[BOS, 3, 4, 5], [BOS, 6, 6, EOS]])  # (B, T)
     h0 = torch.randn(2, 4, generator=torch.Generator().manual_seed(1))
     shown = "decoder_step(model, y_prev=[BOS, BOS], h=<random (2, 4)>)"
-    log_probs, h1 = _two(_call(decoder_step, shown, model, y[:, 0], h0), shown)
+    log_probs, h1 = _two(call(decoder_step, shown, model, y[:, 0], h0), shown)
     _shape(log_probs, (2, 7), f"{shown}: log_probs")
     _shape(h1, (2, 4), f"{shown}: h_new")
-    _expect(log_probs.exp().sum(-1), torch.ones(2), f"{shown}: log_probs.exp().sum(-1)",
-            STEP_AXIS.text if _softmax_over_batch(log_probs) else
-            "log_probs are log-probabilities: exp of each row sums to 1. If these are logits, "
-            "apply F.log_softmax(..., dim=-1) to model.out(h_new).")
+    expect_example(log_probs.exp().sum(-1), torch.ones(2), f"{shown}: log_probs.exp().sum(-1)",
+                   STEP_AXIS.text if _softmax_over_batch(log_probs) else
+                   "log_probs are log-probabilities: exp of each row sums to 1. If these are logits, "
+                   "apply F.log_softmax(..., dim=-1) to model.out(h_new).")
     states, _ = model.decoder(model.tgt_emb(y), h0[None])  # (B, T, H): all steps at once
     h, got_h, got_lp = h0, [], []
     for t in range(y.shape[1]):
-        lp, h = _two(_call(decoder_step, f"decoder_step(model, y[:, {t}], h)", model, y[:, t], h), shown)
+        lp, h = _two(call(decoder_step, f"decoder_step(model, y[:, {t}], h)", model, y[:, t], h), shown)
         got_h.append(h)
         got_lp.append(lp)
     shown = "4 calls of decoder_step feeding y = [[BOS, 3, 4, 5], [BOS, 6, 6, EOS]]"
     expected = (F.log_softmax(model.out(states), -1)[:, -1], states[:, -1])
-    _expect((got_lp[-1], got_h[-1]), expected, shown,
-            "stepping through y one character at a time gives the same states as model.decoder "
-            "run over the whole of y from h (and log_softmax(model.out(state)) at each step).",
-            STEP_HINTS, ())
+    expect_example((got_lp[-1], got_h[-1]), expected, shown,
+                   "stepping through y one character at a time gives the same states as model.decoder "
+                   "run over the whole of y from h (and log_softmax(model.out(state)) at each step).",
+                   STEP_HINTS, ())
     passed("decoder_step", 2)
 
 
@@ -443,25 +434,25 @@ def check_teacher_forced_loss(teacher_forced_loss: Callable, Seq2Seq: type) -> N
     shown = "teacher_forced_loss(<model that always predicts p = [.05, .05, .2, .3, .4]>, src, src_len, tgt=[[BOS, 3, 4, EOS], [BOS, EOS, PAD, PAD]])"
     expected = -(p[3].log() + p[4].log() + 2 * p[EOS].log()) / 4
     wide = torch.cat([tgt, torch.zeros(2, 2, dtype=torch.long)], 1)
-    got = _call(teacher_forced_loss, shown, model, src, src_len, tgt)
-    got_wide = _call(teacher_forced_loss, shown, model, src, src_len, wide)
-    _expect((got, got_wide), (expected, expected), shown + " (and with 2 more PAD columns)",
-            "four real targets: 3, 4, EOS in row 0 and EOS in row 1, so the loss is "
-            "-(log .3 + log .4 + 2 log .2) / 4 = 1.3348; the PAD targets do not count.",
-            (*LOSS_HINTS, LOSS_SHIFT), (model, src, src_len, tgt))
+    got = call(teacher_forced_loss, shown, model, src, src_len, tgt)
+    got_wide = call(teacher_forced_loss, shown, model, src, src_len, wide)
+    expect_example((got, got_wide), (expected, expected), shown + " (and with 2 more PAD columns)",
+                   "four real targets: 3, 4, EOS in row 0 and EOS in row 1, so the loss is "
+                   "-(log .3 + log .4 + 2 log .2) / 4 = 1.3348; the PAD targets do not count.",
+                   (*LOSS_HINTS, LOSS_SHIFT), (model, src, src_len, tgt))
     model = _model(Seq2Seq, 3, sizes=(9, 7, 3, 4))
     g = torch.Generator().manual_seed(3)
     src, src_len = _source(g, 4, 6, 9)
     tgt = _target(g, 4, 6, 7)
     shown = "teacher_forced_loss(<random model>, <4 sources>, src_len, <4 targets of different lengths>)"
-    got = _call(teacher_forced_loss, shown, model, src, src_len, tgt)
+    got = call(teacher_forced_loss, shown, model, src, src_len, tgt)
     n = (tgt[:, 1:] != PAD).sum(1)
-    rows = [_call(teacher_forced_loss, "teacher_forced_loss on one row", model, src[b:b + 1],
-                  src_len[b:b + 1], tgt[b:b + 1]) for b in range(4)]
+    rows = [call(teacher_forced_loss, "teacher_forced_loss on one row", model, src[b:b + 1],
+                 src_len[b:b + 1], tgt[b:b + 1]) for b in range(4)]
     weighted = sum(float(r.detach()) * int(k) for r, k in zip(rows, n)) / int(n.sum())
-    _expect(got.detach().item() if isinstance(got, torch.Tensor) and got.numel() == 1 else got,
-            weighted, shown, "the batch loss is the mean over all real target tokens: the mean of "
-            "each row's loss weighted by its number of real targets (not the plain mean of rows).")
+    expect_example(got.detach().item() if isinstance(got, torch.Tensor) and got.numel() == 1 else got,
+                   weighted, shown, "the batch loss is the mean over all real target tokens: the mean of "
+                   "each row's loss weighted by its number of real targets (not the plain mean of rows).")
     if not (isinstance(got, torch.Tensor) and got.dim() == 0 and got.requires_grad):
         raise CheckFailed(f"{shown}: expected a 0-d tensor that training can backpropagate through")
     passed("teacher_forced_loss", 2)
@@ -482,7 +473,7 @@ def check_greedy_decode(greedy_decode: Callable) -> None:
     for args, expected, why in examples:
         shown = f"greedy_decode(step, state={args[1].tolist()}, max_len={args[2]}" + \
                 (f", bos={args[3]}, eos={args[4]})" if len(args) > 3 else ")")
-        _expect(_call(greedy_decode, shown, *args), expected, shown, why, GREEDY_HINTS, args)
+        expect_example(call(greedy_decode, shown, *args), expected, shown, why, GREEDY_HINTS, args)
     passed("greedy_decode", len(examples))
 
 
@@ -509,23 +500,23 @@ def check_beam_search(beam_search: Callable) -> None:
         shown = (f"beam_search(<{names[id(probs)]} table>, state, max_len={args[0]}, beam_size={args[1]}"
                  + (f", alpha={alpha})" if len(args) > 2 else ")"))
         call_args = (_markov_step(table), torch.zeros(1, 1), *args)
-        got = _call(beam_search, shown, *call_args)
+        got = call(beam_search, shown, *call_args)
         if _pair(got) and isinstance(got[0], torch.Tensor):
             got = (got[0].tolist(), got[1])
-        _expect(got, expected, shown, why, BEAM_HINTS, call_args if len(args) > 2 else (*call_args, 0.0))
+        expect_example(got, expected, shown, why, BEAM_HINTS, call_args if len(args) > 2 else (*call_args, 0.0))
     table = _second_order_table(NEEDS_STATE)
     tokens = [B_, A, EOS]
     log_p = sum(float(table[before, prev, token])
                 for before, prev, token in zip([PAD, BOS, *tokens], [BOS, *tokens], tokens))
     shown = "beam_search(<table of the last two tokens; the state holds the one before prev>, state, max_len=3, beam_size=2)"
     call_args = (table, torch.zeros(1, 1), 3, 2, 0.0)
-    got = _call(beam_search, shown, _second_order_step(table), *call_args[1:])
+    got = call(beam_search, shown, _second_order_step(table), *call_args[1:])
     if _pair(got) and isinstance(got[0], torch.Tensor):
         got = (got[0].tolist(), got[1])
-    _expect(got, (tokens, log_p), shown,
-            "after 2 steps the beam holds [b, a] (0.4275) then [a, a] (0.33), each with the state "
-            "its own parent's step returned; after [b, a], eos has 0.9: [b, a, eos] = 0.385.",
-            BEAM_HINTS, call_args)
+    expect_example(got, (tokens, log_p), shown,
+                   "after 2 steps the beam holds [b, a] (0.4275) then [a, a] (0.33), each with the state "
+                   "its own parent's step returned; after [b, a], eos has 0.9: [b, a, eos] = 0.385.",
+                   BEAM_HINTS, call_args)
     passed("beam_search", len(examples) + 1)
 
 
@@ -555,30 +546,30 @@ BEAM_TABLE = (f"lambda T, state, max_len, beam_size, alpha: "
 
 
 def _encode_args(g, B=None, S=None, extra=0, dtype=torch.float32, lengths=None):
-    B = B or _int(g, 2, 6)
-    S = S or _int(g, 3, 9)
-    E, H = _int(g, 2, 5), _int(g, 3, 7)
+    B = B or randint(g, 2, 6)
+    S = S or randint(g, 3, 9)
+    E, H = randint(g, 2, 5), randint(g, 3, 7)
     sd = _weights(g, 11, 6, E, H, dtype)
     src, lens = _source(g, B, S, 11, lengths)
     return sd, torch.cat([src, torch.zeros(B, extra, dtype=torch.long)], 1), lens
 
 
 def _step_args(g, dtype=torch.float32, B=None):
-    B = B or _int(g, 1, 6)
-    E, H, V = _int(g, 2, 5), _int(g, 3, 7), _int(g, 5, 14)
+    B = B or randint(g, 1, 6)
+    E, H, V = randint(g, 2, 5), randint(g, 3, 7), randint(g, 5, 14)
     return (_weights(g, 8, V, E, H, dtype), torch.randint(1, V, (B,), generator=g),
             torch.randn(B, H, generator=g, dtype=dtype))
 
 
 def _loss_args(g, dtype=torch.float32, B=None, T=None):
-    B, T = B or _int(g, 2, 6), T or _int(g, 3, 9)
-    E, H, V = _int(g, 2, 5), _int(g, 3, 7), _int(g, 5, 12)
-    src, lens = _source(g, B, _int(g, 2, 8), 10)
+    B, T = B or randint(g, 2, 6), T or randint(g, 3, 9)
+    E, H, V = randint(g, 2, 5), randint(g, 3, 7), randint(g, 5, 12)
+    src, lens = _source(g, B, randint(g, 2, 8), 10)
     return _weights(g, 10, V, E, H, dtype), src, lens, _target(g, B, T, V)
 
 
 def _scorer(g, B, V=None, H=None, eos_bias=-1.0, dtype=torch.float32):
-    V, H = V or _int(g, 5, 9), H or _int(g, 3, 6)
+    V, H = V or randint(g, 5, 9), H or randint(g, 3, 6)
     E = torch.randn(V, H, generator=g, dtype=dtype)
     W = torch.randn(H, H, generator=g, dtype=dtype) * 0.8
     U = torch.randn(H, V, generator=g, dtype=dtype) * 2.0
@@ -589,8 +580,8 @@ def _scorer(g, B, V=None, H=None, eos_bias=-1.0, dtype=torch.float32):
 
 
 def _greedy_scorer(g, eos_bias=-1.0, max_len=None, dtype=torch.float32):
-    B = _int(g, 1, 7)
-    return (*_scorer(g, B, eos_bias=eos_bias, dtype=dtype), max_len or _int(g, 4, 10))
+    B = randint(g, 1, 7)
+    return (*_scorer(g, B, eos_bias=eos_bias, dtype=dtype), max_len or randint(g, 4, 10))
 
 
 def _table(g, V, sharp=2.0):
@@ -601,41 +592,41 @@ def _table(g, V, sharp=2.0):
 
 
 def _greedy_table_custom_eos(g):
-    V = _int(g, 5, 8)
-    eos = _int(g, 3, V)
-    return _table(g, V), torch.zeros(_int(g, 2, 5), 1), _int(g, 3, 7), BOS, eos
+    V = randint(g, 5, 8)
+    eos = randint(g, 3, V)
+    return _table(g, V), torch.zeros(randint(g, 2, 5), 1), randint(g, 3, 7), BOS, eos
 
 
 def _beam_scorer(g, beam_size=None, alpha=None, max_len=None, eos_bias=-1.0, dtype=torch.float32):
     E, W, U, c, h = _scorer(g, 1, eos_bias=eos_bias, dtype=dtype)
-    return (E, W, U, c, h, max_len or _int(g, 3, 7), beam_size or _int(g, 2, 5),
+    return (E, W, U, c, h, max_len or randint(g, 3, 7), beam_size or randint(g, 2, 5),
             _pick_alpha(g) if alpha is None else alpha)
 
 
 def _pick_alpha(g) -> float:
-    return [0.0, 0.6, 1.0, 2.0][_int(g, 0, 4)]
+    return [0.0, 0.6, 1.0, 2.0][randint(g, 0, 4)]
 
 
 def _beam_trap(g):
     """A table where greedy's first token leads nowhere good (the GREEDY_TRAP shape, relabelled)."""
     probs = {BOS: {A: 0.55 + 0.1 * float(torch.rand(1, generator=g)), B_: 0.3},
              A: {EOS: 0.4, A: 0.3, B_: 0.3}, B_: {EOS: 0.95}}
-    return _tables(probs)[0].float(), torch.zeros(1, 1), _int(g, 3, 7), 2, 0.0
+    return _tables(probs)[0].float(), torch.zeros(1, 1), randint(g, 3, 7), 2, 0.0
 
 
 def _beam_big(g):
     """beam_size larger than V at the first step (fewer extensions than beam_size)."""
-    return _beam_scorer(g, beam_size=_int(g, 10, 16), max_len=_int(g, 3, 5))
+    return _beam_scorer(g, beam_size=randint(g, 10, 16), max_len=randint(g, 3, 5))
 
 
 def _beam_table_alpha(g):
-    return _tables(SHORT_OR_LONG)[0].float(), torch.zeros(1, 1), 5, _int(g, 2, 4), [0.0, 1.0, 1.5][_int(g, 0, 3)]
+    return _tables(SHORT_OR_LONG)[0].float(), torch.zeros(1, 1), 5, randint(g, 2, 4), [0.0, 1.0, 1.5][randint(g, 0, 3)]
 
 
 CASES: dict[str, list[Case]] = {
     "test_encode": [
         Case(ENCODE, _encode_args, "random lengths, float32", ENCODE_HINTS),
-        Case(ENCODE, lambda g: _encode_args(g, extra=_int(g, 1, 4)),
+        Case(ENCODE, lambda g: _encode_args(g, extra=randint(g, 1, 4)),
              "extra PAD columns (max(src_len) < S)", ENCODE_HINTS),
         Case(ENCODE, lambda g: _encode_args(g, B=1, lengths=None), "a batch of one", ENCODE_HINTS),
         Case(ENCODE, lambda g: _encode_args(g, B=4, S=5, lengths=[1, 5, 1, 3]),
@@ -669,7 +660,7 @@ CASES: dict[str, list[Case]] = {
         Case(BEAM_TABLE, _beam_trap, "a table whose best sequence is not greedy's", BEAM_HINTS),
         Case(BEAM_TABLE, _beam_table_alpha, "a table where alpha decides between lengths", BEAM_HINTS),
         Case(BEAM_TABLE2, lambda g: (_second_order_table(NEEDS_STATE).float(), torch.zeros(1, 1), 3,
-                                     _int(g, 2, 4), 0.0),
+                                     randint(g, 2, 4), 0.0),
              "a model whose state matters (hypotheses reordered between steps)", BEAM_HINTS),
         Case(BEAM_SCORER, lambda g: _beam_scorer(g, alpha=0.0), "random scorer, alpha = 0", BEAM_HINTS),
         Case(BEAM_SCORER, lambda g: _beam_scorer(g, alpha=1.0, eos_bias=1.0),

@@ -18,16 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import as_tensor, call, close, cpu64, expect_example, randint, randn, real_positions
 from ..spec import Case, CheckFailed, Hint, passed
-from .ch01_tokens import _call, _close, _expect, _int, _tensor
 
 # ----------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------
-
-
-def _cpu64(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().cpu().double()
 
 
 def _shape_is(got: Any, shape: tuple[int, ...]) -> bool:
@@ -36,14 +32,9 @@ def _shape_is(got: Any, shape: tuple[int, ...]) -> bool:
 
 def _differs(got: Any, exp: torch.Tensor) -> bool:
     """Same shape, values clearly different (a hint about values, not about shapes)."""
-    t = _tensor(got)
+    t = as_tensor(got)
     return (t is not None and t.shape == exp.shape and t.dtype.is_floating_point
-            and not torch.allclose(t.double(), _cpu64(exp), rtol=1e-3, atol=1e-4, equal_nan=True))
-
-
-def _lengths_mask(lengths: torch.Tensor, S: int) -> torch.Tensor:
-    """(B,) lengths -> (B, S) bool, True at the first ``length`` positions of each row."""
-    return torch.arange(S) < lengths[:, None]
+            and not torch.allclose(t.double(), cpu64(exp), rtol=1e-3, atol=1e-4, equal_nan=True))
 
 
 # ----------------------------------------------------------------------------------------
@@ -51,7 +42,7 @@ def _lengths_mask(lengths: torch.Tensor, S: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------
 
 def _general_transposed(args: tuple) -> torch.Tensor | None:
-    h, H, W_a = (_cpu64(a) for a in args)
+    h, H, W_a = (cpu64(a) for a in args)
     if W_a.shape[0] != W_a.shape[1]:
         return None
     return torch.einsum("bq,kq,bsk->bs", h, W_a, H)  # h^T W_a^T hbar: the mistaken formula
@@ -71,18 +62,18 @@ SCORE_BATCH_BROADCAST = Hint(
 DOT_SCALED = Hint(
     "Luong's dot score is the plain dot product h·hbar_s: no division by sqrt(d) "
     "(the 1/sqrt(d_k) scale belongs to the Transformer's scaled dot product, Chapter 6).",
-    lambda got, exp, args: _close(got, _cpu64(exp) / args[-1].shape[-1] ** 0.5)
-    or _close(got, _cpu64(exp) / args[0].shape[-1] ** 0.5))
+    lambda got, exp, args: close(got, cpu64(exp) / args[-1].shape[-1] ** 0.5)
+    or close(got, cpu64(exp) / args[0].shape[-1] ** 0.5))
 GENERAL_TRANSPOSED = Hint(
     "your scores equal h^T W_a^T hbar_s: use W_a as written, h @ W_a (shape (B, d_k)), then "
     "the dot product with every key; not h @ W_a.T.",
-    lambda got, exp, args: (t := _general_transposed(args)) is not None and _close(got, t)
+    lambda got, exp, args: (t := _general_transposed(args)) is not None and close(got, t)
     and _differs(got, exp))
 MULTIPLICATIVE_HINTS = (SCORE_SQUEEZE, SCORE_BATCH_BROADCAST, DOT_SCALED, GENERAL_TRANSPOSED)
 
 
 def _concat_swapped(args: tuple) -> torch.Tensor | None:
-    h, H, W_a, v_a = (_cpu64(a) for a in args)
+    h, H, W_a, v_a = (cpu64(a) for a in args)
     d_q, d_k = h.shape[-1], H.shape[-1]
     if d_q != d_k:
         return None
@@ -91,18 +82,18 @@ def _concat_swapped(args: tuple) -> torch.Tensor | None:
 
 
 def _concat_no_tanh(args: tuple) -> torch.Tensor:
-    h, H, W_a, v_a = (_cpu64(a) for a in args)
+    h, H, W_a, v_a = (cpu64(a) for a in args)
     d_q = h.shape[-1]
     return (H @ W_a[:, d_q:].T + (h @ W_a[:, :d_q].T)[:, None]) @ v_a
 
 
 def _additive_no_tanh(args: tuple) -> torch.Tensor:
-    h, H, W_q, W_k, v = (_cpu64(a) for a in args)
+    h, H, W_q, W_k, v = (cpu64(a) for a in args)
     return (H @ W_k.T + (h @ W_q.T)[:, None]) @ v
 
 
 def _additive_swapped(args: tuple) -> torch.Tensor | None:
-    h, H, W_q, W_k, v = (_cpu64(a) for a in args)
+    h, H, W_q, W_k, v = (cpu64(a) for a in args)
     if W_q.shape != W_k.shape:
         return None
     return torch.tanh(H @ W_q.T + (h @ W_k.T)[:, None]) @ v
@@ -111,22 +102,22 @@ def _additive_swapped(args: tuple) -> torch.Tensor | None:
 CONCAT_ORDER = Hint(
     "the query comes first: [h; hbar_s], so the first d_q columns of W_a multiply h and the "
     "last d_k columns multiply the key. Your scores match the concatenation [hbar_s; h].",
-    lambda got, exp, args: (t := _concat_swapped(args)) is not None and _close(got, t)
+    lambda got, exp, args: (t := _concat_swapped(args)) is not None and close(got, t)
     and _differs(got, exp))
 NO_TANH = Hint(
     "the tanh is missing: the score is v^T tanh(...), a one-hidden-layer network; without the "
     "non-linearity it collapses to a linear function of h and hbar_s.",
-    lambda got, exp, args: _close(got, _concat_no_tanh(args) if len(args) == 4
-                                  else _additive_no_tanh(args)))
+    lambda got, exp, args: close(got, _concat_no_tanh(args) if len(args) == 4
+                                 else _additive_no_tanh(args)))
 ADDITIVE_SWAPPED = Hint(
     "W_q acts on the query h and W_k on the keys H: your scores match W_q hbar_s + W_k h.",
     lambda got, exp, args: len(args) == 5 and (t := _additive_swapped(args)) is not None
-    and _close(got, t) and _differs(got, exp))
+    and close(got, t) and _differs(got, exp))
 
 
 def _additive_query_unaligned(args: tuple) -> torch.Tensor:
     """The query term (B, d_a) broadcast against the keys' (S, d_a) axes instead of (B, d_a)."""
-    h, H, W_q, W_k, v = (_cpu64(a) for a in args)
+    h, H, W_q, W_k, v = (cpu64(a) for a in args)
     return torch.tanh(h @ W_q.T + H @ W_k.T) @ v
 
 
@@ -135,8 +126,8 @@ ADDITIVE_QUERY_AXIS = Hint(
     "term lines up with the source axis, not the batch axis (position s gets the query of batch "
     "row s). Give it a middle axis, (h @ W_q.T)[:, None, :], so every position s of row b gets "
     "row b's query.",
-    lambda got, exp, args: len(args) == 5 and _close(got, _additive_query_unaligned(args))
-    and not _close(got, _cpu64(exp)))
+    lambda got, exp, args: len(args) == 5 and close(got, _additive_query_unaligned(args))
+    and not close(got, cpu64(exp)))
 ADDITIVE_HINTS = (SCORE_SQUEEZE, CONCAT_ORDER, NO_TANH, ADDITIVE_SWAPPED, ADDITIVE_QUERY_AXIS)
 
 
@@ -146,44 +137,44 @@ def _row_has_real(args: tuple) -> torch.Tensor:
 
 
 def _unmasked_softmax_times_mask(args: tuple) -> torch.Tensor:
-    scores, mask = _cpu64(args[0]), args[1].cpu()
+    scores, mask = cpu64(args[0]), args[1].cpu()
     return scores.softmax(-1) * mask
 
 
 def _masked_softmax_axis(args: tuple, dim: int) -> torch.Tensor:
-    scores, mask = _cpu64(args[0]), torch.broadcast_to(args[1].cpu(), args[0].shape)
+    scores, mask = cpu64(args[0]), torch.broadcast_to(args[1].cpu(), args[0].shape)
     return scores.masked_fill(~mask, float("-inf")).softmax(dim).nan_to_num(0.0) * mask
 
 
 WEIGHTS_AFTER_SOFTMAX = Hint(
     "padding was zeroed after the softmax without renormalising, so the real weights no longer "
     "sum to 1: mask the scores before the softmax (fill padding with -inf), not the weights after.",
-    lambda got, exp, args: _close(got, _unmasked_softmax_times_mask(args)))
+    lambda got, exp, args: close(got, _unmasked_softmax_times_mask(args)))
 WEIGHTS_AXIS = Hint(
     "the softmax runs over the wrong axis: normalise over the last axis, the source positions "
     "(dim=-1), so that each row's weights sum to 1.",
     lambda got, exp, args: args[0].dim() >= 2 and (
-        _close(got, _masked_softmax_axis(args, 0)) or _close(got, _masked_softmax_axis(args, -2))))
+        close(got, _masked_softmax_axis(args, 0)) or close(got, _masked_softmax_axis(args, -2))))
 WEIGHTS_NAN = Hint(
     "NaN in a row without any real position: softmax of all -inf is 0/0. Such a row must come "
     "out as all zeros (e.g. torch.nan_to_num, or torch.where on mask.any(-1)).",
-    lambda got, exp, args: bool(_tensor(got).isnan().any()) and not bool(exp.isnan().any()))
+    lambda got, exp, args: bool(as_tensor(got).isnan().any()) and not bool(exp.isnan().any()))
 WEIGHTS_UNIFORM_EMPTY = Hint(
     "a row without any real position got weights 1/S (filling with a large negative number "
     "instead of -inf leaves all entries equal): an empty row must be all zeros.",
     lambda got, exp, args: (_shape_is(got, exp.shape) and bool((~_row_has_real(args)).any())
-                            and torch.allclose(_cpu64(got)[~_row_has_real(args)],
+                            and torch.allclose(cpu64(got)[~_row_has_real(args)],
                                                torch.tensor(1.0 / args[0].shape[-1]).double())))
 WEIGHTS_SCORES_TIMES_MASK = Hint(
     "multiplying the scores by the mask sets the padded scores to 0, and exp(0) = 1 still gives "
     "them weight: fill them with -inf instead, scores.masked_fill(~mask, float('-inf')).",
-    lambda got, exp, args: _close(got, (_cpu64(args[0]) * args[1].cpu()).softmax(-1)))
+    lambda got, exp, args: close(got, (cpu64(args[0]) * args[1].cpu()).softmax(-1)))
 WEIGHTS_INVERTED = Hint(
     "your weights are non-zero at padded positions (mask False): padding must get weight "
     "exactly 0; the mask is True at real positions.",
     lambda got, exp, args: (_shape_is(got, exp.shape) and not WEIGHTS_SCORES_TIMES_MASK.matches(
         got, exp, args) and bool(
-        (_cpu64(got).abs() > 0)[~torch.broadcast_to(args[1].cpu(), exp.shape)].any())))
+        (cpu64(got).abs() > 0)[~torch.broadcast_to(args[1].cpu(), exp.shape)].any())))
 WEIGHTS_DTYPE = Hint(
     "keep the dtype of the scores: do not convert to float32 (torch.softmax keeps the dtype).",
     lambda got, exp, args: isinstance(got, torch.Tensor) and got.dtype != exp.dtype)
@@ -205,7 +196,7 @@ CONTEXT_SQUEEZE = Hint(
     lambda got, exp, args: _shape_is(got, (exp.shape[0], 1, *exp.shape[1:])))
 CONTEXT_MEAN = Hint(
     "this is the plain mean of the values: weight each value by its attention weight.",
-    lambda got, exp, args: _close(got, _cpu64(args[1]).mean(1)) and _differs(got, exp))
+    lambda got, exp, args: close(got, cpu64(args[1]).mean(1)) and _differs(got, exp))
 CONTEXT_FEATURE_SUM = Hint(
     "the sum runs over the source positions (axis 1 of values), leaving one vector of size d_v "
     "per batch row; your result has one number per position.",
@@ -214,7 +205,7 @@ CONTEXT_WEIGHTS_ON_FEATURES = Hint(
     "weights (B, S) * values (B, S, d_v) lines the weights up with the last two axes of values, "
     "(S, d_v), not with (B, S): give the weights a last axis, weights[..., None] * values "
     "(B, S, 1) * (B, S, d_v), then sum over the positions (axis 1).",
-    lambda got, exp, args: _close(got, (_cpu64(args[0]) * _cpu64(args[1])).sum(1))
+    lambda got, exp, args: close(got, (cpu64(args[0]) * cpu64(args[1])).sum(1))
     and _differs(got, exp))
 CONTEXT_HINTS = (CONTEXT_BROADCAST, CONTEXT_SQUEEZE, CONTEXT_MEAN, CONTEXT_FEATURE_SUM, CONTEXT_WEIGHTS_ON_FEATURES)
 
@@ -225,7 +216,7 @@ def _parts(got: Any) -> tuple | None:
 
 def _part_ok(got: Any, exp: Any, i: int) -> bool:
     parts = _parts(got)
-    return parts is not None and _close(parts[i], _cpu64(exp[i]))
+    return parts is not None and close(parts[i], cpu64(exp[i]))
 
 
 STEP_TUPLE = Hint(
@@ -240,7 +231,7 @@ STEP_GRU = Hint(
 
 def _weight_on_padding(alpha: Any, mask: torch.Tensor) -> bool:
     """``alpha`` (B, S) puts some weight on a position where ``mask`` is False."""
-    return _shape_is(alpha, tuple(mask.shape)) and bool((_cpu64(alpha).abs() > 0)[~mask.cpu()].any())
+    return _shape_is(alpha, tuple(mask.shape)) and bool((cpu64(alpha).abs() > 0)[~mask.cpu()].any())
 
 
 STEP_PADDING = Hint(
@@ -279,37 +270,37 @@ def check_multiplicative(dot_score: Callable, general_score: Callable) -> None:
     h = torch.tensor([[1., 2.]])
     H = torch.tensor([[[1., 0.], [0., 1.], [1., 1.]]])
     shown = "dot_score(h=[[1, 2]], H=[[[1, 0], [0, 1], [1, 1]]])"
-    _expect(_call(dot_score, shown, h, H), torch.tensor([[1., 2., 3.]]), shown,
-            "h·(1, 0) = 1, h·(0, 1) = 2, h·(1, 1) = 3.", MULTIPLICATIVE_HINTS, (h, H))
+    expect_example(call(dot_score, shown, h, H), torch.tensor([[1., 2., 3.]]), shown,
+                   "h·(1, 0) = 1, h·(0, 1) = 2, h·(1, 1) = 3.", MULTIPLICATIVE_HINTS, (h, H))
     W_a = torch.tensor([[1., 2.], [0., 1.]])
     shown = "general_score(h=[[1, 2]], H=[[[1, 0], [0, 1], [1, 1]]], W_a=[[1, 2], [0, 1]])"
-    _expect(_call(general_score, shown, h, H, W_a), torch.tensor([[1., 4., 5.]]), shown,
-            "h^T W_a = [1, 4]; its dot products with the keys are 1, 4, 5.",
-            MULTIPLICATIVE_HINTS, (h, H, W_a))
+    expect_example(call(general_score, shown, h, H, W_a), torch.tensor([[1., 4., 5.]]), shown,
+                   "h^T W_a = [1, 4]; its dot products with the keys are 1, 4, 5.",
+                   MULTIPLICATIVE_HINTS, (h, H, W_a))
     g = torch.Generator().manual_seed(0)
     h64 = torch.randn(3, 6, generator=g, dtype=torch.float64)
     H64 = torch.randn(3, 2, 6, generator=g, dtype=torch.float64)
     shown = "dot_score(<float64 h (3, 6)>, <float64 H (3, 2, 6)>)"
-    _expect(_call(dot_score, shown, h64, H64), torch.einsum("bd,bsd->bs", h64, H64), shown,
-            "float64 in, float64 out, (B, S) = (3, 2).", MULTIPLICATIVE_HINTS, (h64, H64))
+    expect_example(call(dot_score, shown, h64, H64), torch.einsum("bd,bsd->bs", h64, H64), shown,
+                   "float64 in, float64 out, (B, S) = (3, 2).", MULTIPLICATIVE_HINTS, (h64, H64))
     h, H = torch.randn(2, 5, generator=g), torch.randn(2, 4, 5, generator=g)
     shown = "general_score(<random h (2, 5)>, <random H (2, 4, 5)>, W_a=torch.eye(5))"
-    _expect(_call(general_score, shown, h, H, torch.eye(5)),
-            _call(dot_score, "dot_score(<random h (2, 5)>, <random H (2, 4, 5)>)", h, H), shown,
-            "with W_a = I the general score is the dot score.", MULTIPLICATIVE_HINTS,
-            (h, H, torch.eye(5)))
+    expect_example(call(general_score, shown, h, H, torch.eye(5)),
+                   call(dot_score, "dot_score(<random h (2, 5)>, <random H (2, 4, 5)>)", h, H), shown,
+                   "with W_a = I the general score is the dot score.", MULTIPLICATIVE_HINTS,
+                   (h, H, torch.eye(5)))
     h, H = torch.tensor([[1., 0., 2.]]), torch.tensor([[[1., 1., 1., 1., 1.]]])
     W_a = torch.arange(15.).reshape(3, 5)
     shown = "general_score(h=[[1, 0, 2]], H=[[[1, 1, 1, 1, 1]]], W_a=torch.arange(15.).reshape(3, 5))"
-    _expect(_call(general_score, shown, h, H, W_a), torch.tensor([[130.]]), shown,
-            "d_q = 3 and d_k = 5 differ: h^T W_a = row 0 + 2 * row 2 = [20, 23, 26, 29, 32], "
-            "whose dot product with a key of ones is 130; B = S = 1 keeps shape (1, 1).",
-            MULTIPLICATIVE_HINTS, (h, H, W_a))
+    expect_example(call(general_score, shown, h, H, W_a), torch.tensor([[130.]]), shown,
+                   "d_q = 3 and d_k = 5 differ: h^T W_a = row 0 + 2 * row 2 = [20, 23, 26, 29, 32], "
+                   "whose dot product with a key of ones is 130; B = S = 1 keeps shape (1, 1).",
+                   MULTIPLICATIVE_HINTS, (h, H, W_a))
     count = 5
     if (on_gpu := _cuda_copy((h64, H64))) is not None:  # the grader may run your code on a GPU
         shown = "dot_score(<h on cuda>, <H on cuda>)"
-        _expect(_call(dot_score, shown, *on_gpu), torch.einsum("bd,bsd->bs", *on_gpu), shown,
-                "the scores live on the device of the inputs.")
+        expect_example(call(dot_score, shown, *on_gpu), torch.einsum("bd,bsd->bs", *on_gpu), shown,
+                       "the scores live on the device of the inputs.")
         count += 1
     passed("dot_score/general_score", count)
 
@@ -320,23 +311,23 @@ def check_additive(concat_score: Callable, additive_score: Callable) -> None:
     W_a, v_a = torch.tensor([[1., -1.]]), torch.tensor([2.])
     expected = torch.tensor([[0., 2 * torch.tanh(torch.tensor(0.5)).item()]])
     shown = "concat_score(h=[[0.5]], H=[[[0.5], [0.]]], W_a=[[1, -1]], v_a=[2])"
-    _expect(_call(concat_score, shown, h, H, W_a, v_a), expected, shown,
-            "W_a [h; hbar_s] = h - hbar_s, so the scores are 2 tanh(0) = 0 and 2 tanh(0.5) = 0.9242.",
-            ADDITIVE_HINTS, (h, H, W_a, v_a))
+    expect_example(call(concat_score, shown, h, H, W_a, v_a), expected, shown,
+                   "W_a [h; hbar_s] = h - hbar_s, so the scores are 2 tanh(0) = 0 and 2 tanh(0.5) = 0.9242.",
+                   ADDITIVE_HINTS, (h, H, W_a, v_a))
     W_q, W_k, v = torch.tensor([[1.]]), torch.tensor([[-1.]]), torch.tensor([2.])
     shown = "additive_score(h=[[0.5]], H=[[[0.5], [0.]]], W_q=[[1]], W_k=[[-1]], v=[2])"
-    _expect(_call(additive_score, shown, h, H, W_q, W_k, v), expected, shown,
-            "W_q h + W_k hbar_s = h - hbar_s: the same scores, 0 and 0.9242.",
-            ADDITIVE_HINTS, (h, H, W_q, W_k, v))
+    expect_example(call(additive_score, shown, h, H, W_q, W_k, v), expected, shown,
+                   "W_q h + W_k hbar_s = h - hbar_s: the same scores, 0 and 0.9242.",
+                   ADDITIVE_HINTS, (h, H, W_q, W_k, v))
     h, H = torch.tensor([[0.5], [0.]]), torch.tensor([[[0.5], [0.]], [[1.], [0.5]]])
     expected = 2 * torch.tanh(torch.tensor([[0., 0.5], [-1., -0.5]]))
     for name, fn, weights in (("concat_score", concat_score, (W_a, v_a)),
                               ("additive_score", additive_score, (W_q, W_k, v))):
         shown = f"{name}(h=[[0.5], [0.]], H=[[[0.5], [0.]], [[1.], [0.5]]], <weights as above>)"
-        _expect(_call(fn, shown, h, H, *weights), expected, shown,
-                "two batch rows, each scored with its own query: row 0 as above, row 1 "
-                "2 tanh(0 - 1) = -1.5232 and 2 tanh(0 - 0.5) = -0.9242.",
-                ADDITIVE_HINTS, (h, H, *weights))
+        expect_example(call(fn, shown, h, H, *weights), expected, shown,
+                       "two batch rows, each scored with its own query: row 0 as above, row 1 "
+                       "2 tanh(0 - 1) = -1.5232 and 2 tanh(0 - 0.5) = -0.9242.",
+                       ADDITIVE_HINTS, (h, H, *weights))
     g = torch.Generator().manual_seed(0)
     B, S, d_q, d_k, d_a = 2, 5, 3, 4, 6
     h, H = torch.randn(B, d_q, generator=g), torch.randn(B, S, d_k, generator=g)
@@ -344,20 +335,20 @@ def check_additive(concat_score: Callable, additive_score: Callable) -> None:
                    torch.randn(d_a, generator=g))
     args = (h, H, W_q, W_k, v)
     shown = "additive_score(<random h (2, 3)>, <random H (2, 5, 4)>, W_q (6, 3), W_k (6, 4), v (6,))"
-    got = _call(additive_score, shown, *args)
+    got = call(additive_score, shown, *args)
     if not _shape_is(got, (B, S)):
         raise CheckFailed(f"{shown}: expected a tensor of shape (2, 5), got "
                           f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
     args = (h, H, torch.cat([W_q, W_k], dim=1), v)
     shown = "concat_score(h, H, W_a=torch.cat([W_q, W_k], dim=1), v_a=v) on the same random input"
-    _expect(_call(concat_score, shown, *args), got, shown,
-            "W_a [h; hbar_s] = W_q h + W_k hbar_s when W_a = [W_q W_k]: the two scores agree.",
-            ADDITIVE_HINTS, args)
+    expect_example(call(concat_score, shown, *args), got, shown,
+                   "W_a [h; hbar_s] = W_q h + W_k hbar_s when W_a = [W_q W_k]: the two scores agree.",
+                   ADDITIVE_HINTS, args)
     count = 5
     if (on_gpu := _cuda_copy(args)) is not None:
         shown = "concat_score(<inputs on cuda>)"
-        _expect(_call(concat_score, shown, *on_gpu), got.cuda(), shown,
-                "the scores live on the device of the inputs.")
+        expect_example(call(concat_score, shown, *on_gpu), got.cuda(), shown,
+                       "the scores live on the device of the inputs.")
         count += 1
     passed("concat_score/additive_score", count)
 
@@ -382,33 +373,33 @@ def check_attention_weights(attention_weights: Callable) -> None:
     ]
     for scores, mask, expected, why in examples:
         shown = f"attention_weights({scores.tolist()}, mask={mask.tolist()})"
-        _expect(_call(attention_weights, shown, scores, mask), expected, shown, why,
-                WEIGHTS_HINTS, (scores, mask))
+        expect_example(call(attention_weights, shown, scores, mask), expected, shown, why,
+                       WEIGHTS_HINTS, (scores, mask))
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(3, 7, generator=g, dtype=torch.float64)
     mask = torch.ones(3, 7, dtype=torch.bool)
     shown = "attention_weights(<random float64 (3, 7)>, mask=all True)"
-    _expect(_call(attention_weights, shown, scores, mask), torch.softmax(scores, -1), shown,
-            "without padding this is torch.softmax(scores, dim=-1), dtype float64.",
-            WEIGHTS_HINTS, (scores, mask))
+    expect_example(call(attention_weights, shown, scores, mask), torch.softmax(scores, -1), shown,
+                   "without padding this is torch.softmax(scores, dim=-1), dtype float64.",
+                   WEIGHTS_HINTS, (scores, mask))
     half = torch.tensor([[1., 2., 3.], [0., 0., 0.]], dtype=torch.float16)
     empty = torch.tensor([[True, True, False], [False, False, False]])
     shown = ("attention_weights(<float16 scores [[1, 2, 3], [0, 0, 0]]>, "
              "mask=[[True, True, False], [False, False, False]])")
     try:
-        got = _call(attention_weights, shown, half, empty)
+        got = call(attention_weights, shown, half, empty)
     except CheckFailed as failure:
         if "overflow" not in str(failure):
             raise
         raise CheckFailed(f"{failure}\nHint: {WEIGHTS_FILL_OVERFLOW}") from failure.__cause__
-    _expect(got, torch.tensor([[0.2689414, 0.7310586, 0.], [0., 0., 0.]]).half(), shown,
-            "float16 in, float16 out: the first example again, and an empty row.",
-            WEIGHTS_HINTS, (half, empty))
+    expect_example(got, torch.tensor([[0.2689414, 0.7310586, 0.], [0., 0., 0.]]).half(), shown,
+                   "float16 in, float16 out: the first example again, and an empty row.",
+                   WEIGHTS_HINTS, (half, empty))
     count = len(examples) + 2
     if (on_gpu := _cuda_copy((scores, mask))) is not None:
         shown = "attention_weights(<scores on cuda>, <mask on cuda>)"
-        _expect(_call(attention_weights, shown, *on_gpu), torch.softmax(on_gpu[0], -1), shown,
-                "the weights live on the device of the scores.")
+        expect_example(call(attention_weights, shown, *on_gpu), torch.softmax(on_gpu[0], -1), shown,
+                       "the weights live on the device of the scores.")
         count += 1
     passed("attention_weights", count)
 
@@ -417,25 +408,25 @@ def check_context_vector(context_vector: Callable) -> None:
     """A weighted sum by hand, then weights that pick one position, and uniform weights."""
     weights, values = torch.tensor([[0.25, 0.75]]), torch.tensor([[[4., 2.], [0., 8.]]])
     shown = "context_vector([[0.25, 0.75]], [[[4, 2], [0, 8]]])"
-    _expect(_call(context_vector, shown, weights, values), torch.tensor([[1., 6.5]]), shown,
-            "0.25 * (4, 2) + 0.75 * (0, 8) = (1, 6.5).", CONTEXT_HINTS, (weights, values))
+    expect_example(call(context_vector, shown, weights, values), torch.tensor([[1., 6.5]]), shown,
+                   "0.25 * (4, 2) + 0.75 * (0, 8) = (1, 6.5).", CONTEXT_HINTS, (weights, values))
     g = torch.Generator().manual_seed(0)
     values = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
     pick = torch.tensor([4, 0, 2])
     weights = F.one_hot(pick, 5).double()
     shown = "context_vector(<one-hot weights at positions [4, 0, 2]>, <float64 values (3, 5, 4)>)"
-    _expect(_call(context_vector, shown, weights, values), values[torch.arange(3), pick], shown,
-            "weights that put all their mass on position s return the value at s.",
-            CONTEXT_HINTS, (weights, values))
+    expect_example(call(context_vector, shown, weights, values), values[torch.arange(3), pick], shown,
+                   "weights that put all their mass on position s return the value at s.",
+                   CONTEXT_HINTS, (weights, values))
     weights = torch.full((3, 5), 0.2, dtype=torch.float64)
     shown = "context_vector(<uniform weights 0.2>, <float64 values (3, 5, 4)>)"
-    _expect(_call(context_vector, shown, weights, values), values.mean(1), shown,
-            "uniform weights give the mean of the values.", CONTEXT_HINTS, (weights, values))
+    expect_example(call(context_vector, shown, weights, values), values.mean(1), shown,
+                   "uniform weights give the mean of the values.", CONTEXT_HINTS, (weights, values))
     count = 3
     if (on_gpu := _cuda_copy((weights, values))) is not None:
         shown = "context_vector(<weights on cuda>, <values on cuda>)"
-        _expect(_call(context_vector, shown, *on_gpu), on_gpu[1].mean(1), shown,
-                "the context lives on the device of the inputs.")
+        expect_example(call(context_vector, shown, *on_gpu), on_gpu[1].mean(1), shown,
+                       "the context lives on the device of the inputs.")
         count += 1
     passed("context_vector", count)
 
@@ -476,29 +467,29 @@ def check_attentive_decoder_step(attentive_decoder_step: Callable) -> None:
     p = _step_params(g, e, d, V)
     p["W_a"] = torch.zeros(d, d)
     shown = "attentive_decoder_step(x_t (2, 4), h_prev (2, 5), H (2, 3, 5), mask, params with W_a = 0)"
-    got = _call(attentive_decoder_step, shown, x_t, h_prev, H, mask, p)
+    got = call(attentive_decoder_step, shown, x_t, h_prev, H, mask, p)
     parts = _parts(got)
     if parts is None:
         raise CheckFailed(f"{shown}: got {type(got).__name__}\nHint: {STEP_TUPLE.text}")
-    _expect(parts[2], torch.tensor([[0.5, 0.5, 0.], [1 / 3, 1 / 3, 1 / 3]]), f"alpha of {shown}",
-            "with W_a = 0 every score is 0, so the weights are uniform over the real positions "
-            "(row 0 has 2, row 1 has 3).",
-            (Hint(STEP_PADDING.text, lambda got, exp, args: _weight_on_padding(got, args[0])),),
-            (mask,))
+    expect_example(parts[2], torch.tensor([[0.5, 0.5, 0.], [1 / 3, 1 / 3, 1 / 3]]), f"alpha of {shown}",
+                   "with W_a = 0 every score is 0, so the weights are uniform over the real positions "
+                   "(row 0 has 2, row 1 has 3).",
+                   (Hint(STEP_PADDING.text, lambda got, exp, args: _weight_on_padding(got, args[0])),),
+                   (mask,))
     for shapes in ((3, 4, 6, 5, 9), (1, 1, 3, 2, 4)):
         B, S, e, d, V = shapes
         x_t = torch.randn(B, e, generator=g, dtype=torch.float64)
         h_prev = torch.randn(B, d, generator=g, dtype=torch.float64)
         H = torch.randn(B, S, d, generator=g, dtype=torch.float64)
-        mask = _lengths_mask(torch.randint(1, S + 1, (B,), generator=g), S)
+        mask = real_positions(torch.randint(1, S + 1, (B,), generator=g), S)
         p = _step_params(g, e, d, V, torch.float64)
         args = (x_t, h_prev, H, mask, p)
         shown = f"attentive_decoder_step(<random float64 input, B={B}, S={S}, e={e}, d={d}, V={V}>)"
         expected = _step_by_modules(*args)
-        got = _call(attentive_decoder_step, shown, *args)
-        _expect(got, expected, shown,
-                "compared with nn.GRUCell, F.scaled_dot_product_attention and F.linear given the "
-                "same weights; the output is (logits, h_t, alpha).", STEP_HINTS, args)
+        got = call(attentive_decoder_step, shown, *args)
+        expect_example(got, expected, shown,
+                       "compared with nn.GRUCell, F.scaled_dot_product_attention and F.linear given the "
+                       "same weights; the output is (logits, h_t, alpha).", STEP_HINTS, args)
     passed("attentive_decoder_step", 3)
 
 
@@ -506,45 +497,40 @@ def check_attentive_decoder_step(attentive_decoder_step: Callable) -> None:
 # Hidden cases: random inputs from the grader's seeded generator (CPU), never the global RNG
 # ----------------------------------------------------------------------------------------
 
-def _randn(g: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0
-           ) -> torch.Tensor:
-    return torch.randn(*shape, generator=g, dtype=dtype) * scale
-
-
 def _dims(g: torch.Generator, S: int | None = None, B: int | None = None) -> tuple[int, int]:
-    return (B if B is not None else _int(g, 2, 6)), (S if S is not None else _int(g, 2, 12))
+    return (B if B is not None else randint(g, 2, 6)), (S if S is not None else randint(g, 2, 12))
 
 
 def _dot_args(g, dtype=torch.float32, S=None, B=None):
     B, S = _dims(g, S, B)
-    d = _int(g, 3, 14)
-    return _randn(g, B, d, dtype=dtype), _randn(g, B, S, d, dtype=dtype)
+    d = randint(g, 3, 14)
+    return randn(g, B, d, dtype=dtype), randn(g, B, S, d, dtype=dtype)
 
 
 def _general_args(g, square, dtype=torch.float32, S=None, B=None):
     B, S = _dims(g, S, B)
-    d_q = _int(g, 3, 12)
-    d_k = d_q if square else d_q + _int(g, 1, 5)
-    return (_randn(g, B, d_q, dtype=dtype), _randn(g, B, S, d_k, dtype=dtype),
-            _randn(g, d_q, d_k, dtype=dtype, scale=d_q ** -0.5))
+    d_q = randint(g, 3, 12)
+    d_k = d_q if square else d_q + randint(g, 1, 5)
+    return (randn(g, B, d_q, dtype=dtype), randn(g, B, S, d_k, dtype=dtype),
+            randn(g, d_q, d_k, dtype=dtype, scale=d_q ** -0.5))
 
 
 def _concat_args(g, square, dtype=torch.float32, S=None, B=None):
     B, S = _dims(g, S, B)
-    d_q, d_a = _int(g, 3, 10), _int(g, 3, 11)
-    d_k = d_q if square else d_q + _int(g, 1, 5)
-    return (_randn(g, B, d_q, dtype=dtype), _randn(g, B, S, d_k, dtype=dtype),
-            _randn(g, d_a, d_q + d_k, dtype=dtype, scale=(d_q + d_k) ** -0.5),
-            _randn(g, d_a, dtype=dtype))
+    d_q, d_a = randint(g, 3, 10), randint(g, 3, 11)
+    d_k = d_q if square else d_q + randint(g, 1, 5)
+    return (randn(g, B, d_q, dtype=dtype), randn(g, B, S, d_k, dtype=dtype),
+            randn(g, d_a, d_q + d_k, dtype=dtype, scale=(d_q + d_k) ** -0.5),
+            randn(g, d_a, dtype=dtype))
 
 
 def _additive_args(g, square, dtype=torch.float32, S=None, B=None):
     B, S = _dims(g, S, B)
-    d_q, d_a = _int(g, 3, 10), _int(g, 3, 11)
-    d_k = d_q if square else d_q + _int(g, 1, 5)
-    return (_randn(g, B, d_q, dtype=dtype), _randn(g, B, S, d_k, dtype=dtype),
-            _randn(g, d_a, d_q, dtype=dtype, scale=d_q ** -0.5),
-            _randn(g, d_a, d_k, dtype=dtype, scale=d_k ** -0.5), _randn(g, d_a, dtype=dtype))
+    d_q, d_a = randint(g, 3, 10), randint(g, 3, 11)
+    d_k = d_q if square else d_q + randint(g, 1, 5)
+    return (randn(g, B, d_q, dtype=dtype), randn(g, B, S, d_k, dtype=dtype),
+            randn(g, d_a, d_q, dtype=dtype, scale=d_q ** -0.5),
+            randn(g, d_a, d_k, dtype=dtype, scale=d_k ** -0.5), randn(g, d_a, dtype=dtype))
 
 
 def _mask(g: torch.Generator, B: int, S: int, empty_rows: int = 0) -> torch.Tensor:
@@ -553,19 +539,19 @@ def _mask(g: torch.Generator, B: int, S: int, empty_rows: int = 0) -> torch.Tens
     lengths[0] = S  # one full row
     if empty_rows:
         lengths[torch.randperm(B, generator=g)[:empty_rows]] = 0
-    return _lengths_mask(lengths, S)
+    return real_positions(lengths, S)
 
 
 def _weights_args(g, dtype=torch.float32, empty_rows=0, S=None, scale=2.0):
     B, S = _dims(g, S)
     B = max(B, empty_rows + 1)
-    return _randn(g, B, S, dtype=dtype, scale=scale), _mask(g, B, S, empty_rows)
+    return randn(g, B, S, dtype=dtype, scale=scale), _mask(g, B, S, empty_rows)
 
 
 def _weights_3d_args(g, dtype=torch.float32):
     B, S = _dims(g)
-    T = _int(g, 2, 6)
-    return _randn(g, B, T, S, dtype=dtype, scale=2.0), _mask(g, B, S, empty_rows=1)[:, None, :]
+    T = randint(g, 2, 6)
+    return randn(g, B, T, S, dtype=dtype, scale=2.0), _mask(g, B, S, empty_rows=1)[:, None, :]
 
 
 def _weights_huge_args(g):
@@ -575,17 +561,17 @@ def _weights_huge_args(g):
 
 def _context_args(g, dtype=torch.float32, S=None, B=None):
     B, S = _dims(g, S, B)
-    d_v = _int(g, 2, 14)
-    weights = torch.softmax(_randn(g, B, S, dtype=dtype), -1) * _mask(g, B, S)
-    return weights, _randn(g, B, S, d_v, dtype=dtype)
+    d_v = randint(g, 2, 14)
+    weights = torch.softmax(randn(g, B, S, dtype=dtype), -1) * _mask(g, B, S)
+    return weights, randn(g, B, S, d_v, dtype=dtype)
 
 
 def _step_args(g, dtype=torch.float32, S=None, B=None, empty_rows=0):
     B, S = _dims(g, S, B)
     B = max(B, empty_rows + 1)
-    e, d, V = _int(g, 3, 10), _int(g, 3, 14), _int(g, 5, 16)
-    return (_randn(g, B, e, dtype=dtype), _randn(g, B, d, dtype=dtype).tanh(),
-            _randn(g, B, S, d, dtype=dtype).tanh(), _mask(g, B, S, empty_rows),
+    e, d, V = randint(g, 3, 10), randint(g, 3, 14), randint(g, 5, 16)
+    return (randn(g, B, e, dtype=dtype), randn(g, B, d, dtype=dtype).tanh(),
+            randn(g, B, S, d, dtype=dtype).tanh(), _mask(g, B, S, empty_rows),
             _step_params(g, e, d, V, dtype))
 
 

@@ -20,10 +20,9 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ..checks import as_tensor, call, close, cpu64, expect_example, param_shapes, randint, randn
 from ..spec import Case, CheckFailed, Hint, expect, passed
-from .ch01_tokens import _call, _close, _expect, _int, _tensor
 
 NEG_INF = float("-inf")
 
@@ -32,12 +31,8 @@ NEG_INF = float("-inf")
 # Hints: each recognises one typical mistake from (got, expected, args)
 # ----------------------------------------------------------------------------------------
 
-def _cpu64(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().cpu().double()
-
-
 def _has_nan_where_finite(got: Any, exp: torch.Tensor) -> torch.Tensor | None:
-    t = _tensor(got)
+    t = as_tensor(got)
     if t is None or t.shape != exp.shape:
         return None
     return ~torch.isfinite(t.double()) & torch.isfinite(exp.detach().cpu().double())
@@ -45,7 +40,7 @@ def _has_nan_where_finite(got: Any, exp: torch.Tensor) -> torch.Tensor | None:
 
 def _torch_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     """PyTorch's softmax with all -inf slices set to 0 (torch.softmax gives NaN there)."""
-    return torch.softmax(_cpu64(x), dim).nan_to_num(0.0)
+    return torch.softmax(cpu64(x), dim).nan_to_num(0.0)
 
 
 def _softmax_dim(args: tuple) -> int:
@@ -82,9 +77,9 @@ SOFTMAX_ALL_MASKED = Hint(
     lambda got, exp, args: _all_masked_nan(got, exp, args, _softmax_dim(args)))
 def _other_dim(got: Any, exp: torch.Tensor, args: tuple) -> bool:
     """``got`` is a softmax along another dimension than ``dim`` (NaN slices read as zeros)."""
-    t, n = _tensor(got), args[0].dim()
+    t, n = as_tensor(got), args[0].dim()
     return t is not None and t.dtype.is_floating_point and any(
-        _close(t.nan_to_num(0.0), _torch_softmax(args[0], d))
+        close(t.nan_to_num(0.0), _torch_softmax(args[0], d))
         for d in range(n) if d != _softmax_dim(args) % n)
 
 
@@ -96,7 +91,7 @@ SOFTMAX_HINTS = (SOFTMAX_OVERFLOW, SOFTMAX_ALL_MASKED, SOFTMAX_DIM)
 
 
 def _bools(got: Any) -> torch.Tensor | None:
-    t = _tensor(got)
+    t = as_tensor(got)
     return t.bool() if t is not None and t.dim() == 2 else None
 
 
@@ -140,13 +135,13 @@ CAUSAL_HINTS = (CAUSAL_INVERTED, CAUSAL_UPPER, CAUSAL_NO_DIAGONAL, CAUSAL_BOTTOM
 def _sdpa(q, k, v, mask=None, causal=False, scale=None) -> torch.Tensor:
     """PyTorch's attention in float64 on the CPU, with a chosen (possibly wrong) scale."""
     mask = None if mask is None else mask.detach().cpu()
-    return F.scaled_dot_product_attention(_cpu64(q), _cpu64(k), _cpu64(v), attn_mask=mask,
+    return F.scaled_dot_product_attention(cpu64(q), cpu64(k), cpu64(v), attn_mask=mask,
                                           is_causal=causal, scale=scale)
 
 
 def _scores(q, k, mask, causal, fill) -> torch.Tensor:
     """Scaled scores with masked entries set to ``fill`` (used to build wrong variants)."""
-    q, k = _cpu64(q), _cpu64(k)
+    q, k = cpu64(q), cpu64(k)
     s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if causal:
         mask = torch.ones(s.shape[-2:], dtype=torch.bool).tril()
@@ -163,18 +158,18 @@ def _attention_args(args: tuple) -> tuple:
 
 def _no_scale(got, exp, args):
     q, k, v, mask, causal = _attention_args(args)
-    return _close(got, _sdpa(q, k, v, mask, causal, scale=1.0))
+    return close(got, _sdpa(q, k, v, mask, causal, scale=1.0))
 
 
 def _scale_by_dk(got, exp, args):
     q, k, v, mask, causal = _attention_args(args)
-    return _close(got, _sdpa(q, k, v, mask, causal, scale=1 / q.shape[-1]))
+    return close(got, _sdpa(q, k, v, mask, causal, scale=1 / q.shape[-1]))
 
 
 def _scale_by_dv(got, exp, args):
     q, k, v, mask, causal = _attention_args(args)
-    return v.shape[-1] != q.shape[-1] and _close(got, _sdpa(q, k, v, mask, causal,
-                                                            scale=v.shape[-1] ** -0.5))
+    return v.shape[-1] != q.shape[-1] and close(got, _sdpa(q, k, v, mask, causal,
+                                                           scale=v.shape[-1] ** -0.5))
 
 
 def _mask_inverted(got, exp, args):
@@ -183,31 +178,31 @@ def _mask_inverted(got, exp, args):
         mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
     if mask is None:
         return False
-    return _close(got, _sdpa(q, k, v, ~mask.cpu()))  # rows left with no key give 0, like yours
+    return close(got, _sdpa(q, k, v, ~mask.cpu()))  # rows left with no key give 0, like yours
 
 
 def _mask_ignored(got, exp, args):
     q, k, v, mask, causal = _attention_args(args)
-    return (mask is not None or causal) and _close(got, _sdpa(q, k, v))
+    return (mask is not None or causal) and close(got, _sdpa(q, k, v))
 
 
 def _zero_filled(got, exp, args):
     q, k, v, mask, causal = _attention_args(args)
     if mask is None and not causal:
         return False
-    return _close(got, torch.softmax(_scores(q, k, mask, causal, 0.0), -1) @ _cpu64(v))
+    return close(got, torch.softmax(_scores(q, k, mask, causal, 0.0), -1) @ cpu64(v))
 
 
 def _query_axis(got, exp, args):
     q, k, v, mask, causal = _attention_args(args)
     weights = torch.softmax(_scores(q, k, mask, causal, NEG_INF), -2).nan_to_num(0.0)
-    return _close(got, weights @ _cpu64(v))
+    return close(got, weights @ cpu64(v))
 
 
 def _causal_bottom_right(got, exp, args):
     q, k, v, mask, causal = _attention_args(args)
     T_q, T_k = q.shape[-2], k.shape[-2]
-    return causal and T_q != T_k and _close(
+    return causal and T_q != T_k and close(
         got, _sdpa(q, k, v, torch.ones(T_q, T_k, dtype=torch.bool).tril(T_k - T_q)))
 
 
@@ -245,7 +240,7 @@ def _k_not_transposed(got, exp, args) -> bool:
     causal = bool(args[4]) if len(args) > 4 else False
     if k.shape[-1] != k.shape[-2] or v.shape[-2] != k.shape[-1]:
         return False
-    return _close(got, _sdpa(q, k.transpose(-2, -1), v, mask, causal))
+    return close(got, _sdpa(q, k.transpose(-2, -1), v, mask, causal))
 
 
 ATTN_K_NOT_TRANSPOSED = Hint("the scores are Q @ K, not Q @ K^T: on square inputs (T_k = d_k) "
@@ -258,9 +253,9 @@ ATTENTION_HINTS = (ATTN_K_NOT_TRANSPOSED, ATTN_NO_SCALE, ATTN_SCALE_DK, ATTN_SCA
 def _projected(args: tuple) -> tuple:
     """A module case's (dims, state_dict, x, mask, causal) as attention arguments."""
     dims, sd, x, mask, causal = args
-    x = _cpu64(x)
-    return (x @ _cpu64(sd["W_q.weight"]).T, x @ _cpu64(sd["W_k.weight"]).T,
-            x @ _cpu64(sd["W_v.weight"]).T, mask, causal)
+    x = cpu64(x)
+    return (x @ cpu64(sd["W_q.weight"]).T, x @ cpu64(sd["W_k.weight"]).T,
+            x @ cpu64(sd["W_v.weight"]).T, mask, causal)
 
 
 def _on_projections(test: Callable) -> Callable:
@@ -269,7 +264,7 @@ def _on_projections(test: Callable) -> Callable:
 
 def _queries_keys_swapped(got, exp, args):
     q, k, v, mask, causal = _projected(args)
-    return _close(got, _sdpa(k, q, v, None if mask is None else mask.transpose(-2, -1), causal))
+    return close(got, _sdpa(k, q, v, None if mask is None else mask.transpose(-2, -1), causal))
 
 
 MODULE_SWAPPED = Hint("the scores compare keys with queries the wrong way round: entry (i, j) is "
@@ -279,7 +274,7 @@ MODULE_SWAPPED = Hint("the scores compare keys with queries the wrong way round:
 
 def _keys_values_swapped(got, exp, args):
     q, k, v, mask, causal = _projected(args)
-    return k.shape == v.shape and _close(got, _sdpa(q, v, k, mask, causal))
+    return k.shape == v.shape and close(got, _sdpa(q, v, k, mask, causal))
 
 
 MODULE_KV_SWAPPED = Hint("keys and values are swapped: the scores are Q @ K^T with K = W_k(x), "
@@ -314,20 +309,20 @@ def check_softmax(softmax: Callable) -> None:
     ]
     for args, expected, why in examples:
         shown = f"softmax({_show(args[0])}{', dim=%d' % args[1] if len(args) > 1 else ''})"
-        _expect(_call(softmax, shown, *args), expected, shown, why, SOFTMAX_HINTS, args)
+        expect_example(call(softmax, shown, *args), expected, shown, why, SOFTMAX_HINTS, args)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, generator=g, dtype=torch.float64) * 3
     for dim in (-1, 1, 0):
         shown = f"softmax(<random float64 (2, 3, 5)>, dim={dim})"
-        _expect(_call(softmax, shown, x, dim), torch.softmax(x, dim), shown,
-                "the result must equal torch.softmax(x, dim) on finite inputs, in x's dtype.",
-                SOFTMAX_HINTS, (x, dim))
+        expect_example(call(softmax, shown, x, dim), torch.softmax(x, dim), shown,
+                       "the result must equal torch.softmax(x, dim) on finite inputs, in x's dtype.",
+                       SOFTMAX_HINTS, (x, dim))
     count = len(examples) + 3
     if torch.cuda.is_available():  # the grader may run your code on a GPU
         x = torch.tensor([[1e4, 0.0, -inf], [-inf, -inf, -inf]], device="cuda")
         shown = "softmax(<[[1e4, 0, -inf], [-inf, -inf, -inf]] on cuda>)"
-        _expect(_call(softmax, shown, x), torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], device="cuda"),
-                shown, "the result lives on x's device.", SOFTMAX_HINTS, (x,))
+        expect_example(call(softmax, shown, x), torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], device="cuda"),
+                       shown, "the result lives on x's device.", SOFTMAX_HINTS, (x,))
         count += 1
     passed("softmax", count)
 
@@ -349,11 +344,11 @@ def check_causal_mask(causal_mask: Callable) -> None:
     ]
     for args, expected, why in examples:
         shown = f"causal_mask({', '.join(map(str, args))})"
-        _expect(_call(causal_mask, shown, *args), torch.tensor(expected), shown, why,
-                CAUSAL_HINTS, args)
+        expect_example(call(causal_mask, shown, *args), torch.tensor(expected), shown, why,
+                       CAUSAL_HINTS, args)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, n, 4, generator=g, dtype=torch.float64) for n in (3, 5, 5))
-    mask = _call(causal_mask, "causal_mask(3, 5)", 3, 5)
+    mask = call(causal_mask, "causal_mask(3, 5)", 3, 5)
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         raise CheckFailed("causal_mask(3, 5) must return a torch.bool tensor; "
                           f"got {type(mask).__name__} {getattr(mask, 'dtype', '')}")
@@ -364,9 +359,9 @@ def check_causal_mask(causal_mask: Callable) -> None:
     count = len(examples) + 1
     if torch.cuda.is_available():
         shown = "causal_mask(3, device='cuda')"
-        _expect(_call(lambda: causal_mask(3, device="cuda"), shown), torch.ones(3, 3, dtype=torch.bool,
+        expect_example(call(lambda: causal_mask(3, device="cuda"), shown), torch.ones(3, 3, dtype=torch.bool,
                                                                   device="cuda").tril(),
-                shown, "the mask is created on the requested device.", CAUSAL_HINTS, (3, 3))
+                       shown, "the mask is created on the requested device.", CAUSAL_HINTS, (3, 3))
         count += 1
     passed("causal_mask", count)
 
@@ -383,19 +378,19 @@ def check_scaled_dot_product_attention(attention: Callable) -> None:
     """A hand-computed example, masks, then agreement with F.scaled_dot_product_attention."""
     q, k, v = _hand_attention()
     shown = "scaled_dot_product_attention(q=[[2 ln 3, 0, 0, 0]], k=[[0, 0, 0, 0], [1, 0, 0, 0]], v=[[4, 0], [0, 4]])"
-    _expect(_call(attention, shown, q, k, v), torch.tensor([[1.0, 3.0]]), shown,
-            "the scores q·k are 0 and 2 ln 3; divided by √d_k = 2 they are 0 and ln 3, the weights "
-            "1/4 and 3/4, and the output 1/4·[4, 0] + 3/4·[0, 4] = [1, 3].",
-            ATTENTION_HINTS, (q, k, v))
+    expect_example(call(attention, shown, q, k, v), torch.tensor([[1.0, 3.0]]), shown,
+                   "the scores q·k are 0 and 2 ln 3; divided by √d_k = 2 they are 0 and ln 3, the weights "
+                   "1/4 and 3/4, and the output 1/4·[4, 0] + 3/4·[0, 4] = [1, 3].",
+                   ATTENTION_HINTS, (q, k, v))
     mask = torch.tensor([[True, False]])
-    _expect(_call(attention, shown + " with attn_mask=[[True, False]]", q, k, v, mask),
-            torch.tensor([[4.0, 0.0]]), shown + " with attn_mask=[[True, False]]",
-            "the query may only attend to key 0 (True = attend): all its weight goes to v_0.",
-            ATTENTION_HINTS, (q, k, v, mask))
+    expect_example(call(attention, shown + " with attn_mask=[[True, False]]", q, k, v, mask),
+                   torch.tensor([[4.0, 0.0]]), shown + " with attn_mask=[[True, False]]",
+                   "the query may only attend to key 0 (True = attend): all its weight goes to v_0.",
+                   ATTENTION_HINTS, (q, k, v, mask))
     count = 2
     g = torch.Generator().manual_seed(0)
 
-    def randn(*shape):
+    def randn64(*shape):
         return torch.randn(*shape, generator=g, dtype=torch.float64)
 
     pad = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, :]  # (2, 1, 5)
@@ -404,16 +399,16 @@ def check_scaled_dot_product_attention(attention: Callable) -> None:
     dead = torch.ones(3, 5, dtype=torch.bool)
     dead[1] = False  # query 1 may attend to nothing
     examples = [
-        ("(2, 5, 8) q, k and (2, 5, 3) v, no mask", (randn(2, 5, 8), randn(2, 5, 8), randn(2, 5, 3))),
-        ("a (5, 5) boolean mask shared by the batch", (randn(2, 5, 8), randn(2, 5, 8), randn(2, 5, 3), some)),
+        ("(2, 5, 8) q, k and (2, 5, 3) v, no mask", (randn64(2, 5, 8), randn64(2, 5, 8), randn64(2, 5, 3))),
+        ("a (5, 5) boolean mask shared by the batch", (randn64(2, 5, 8), randn64(2, 5, 8), randn64(2, 5, 3), some)),
         ("a (2, 1, 5) padding mask (sequence 1 has 2 padded keys)",
-         (randn(2, 5, 8), randn(2, 5, 8), randn(2, 5, 3), pad)),
-        ("is_causal=True, 4-D (2, 3, 5, 4) inputs", (randn(2, 3, 5, 4), randn(2, 3, 5, 4),
-                                                     randn(2, 3, 5, 4), None, True)),
-        ("is_causal=True with T_q=3, T_k=6", (randn(3, 4), randn(6, 4), randn(6, 2), None, True)),
-        ("a (3, 5) mask whose row 1 is all False", (randn(3, 4), randn(5, 4), randn(5, 2), dead)),
-        ("scores of size ~1e3 (float32)", (randn(4, 16).float() * 30, randn(6, 16).float() * 30,
-                                           randn(6, 3).float())),
+         (randn64(2, 5, 8), randn64(2, 5, 8), randn64(2, 5, 3), pad)),
+        ("is_causal=True, 4-D (2, 3, 5, 4) inputs", (randn64(2, 3, 5, 4), randn64(2, 3, 5, 4),
+                                                     randn64(2, 3, 5, 4), None, True)),
+        ("is_causal=True with T_q=3, T_k=6", (randn64(3, 4), randn64(6, 4), randn64(6, 2), None, True)),
+        ("a (3, 5) mask whose row 1 is all False", (randn64(3, 4), randn64(5, 4), randn64(5, 2), dead)),
+        ("scores of size ~1e3 (float32)", (randn64(4, 16).float() * 30, randn64(6, 16).float() * 30,
+                                           randn64(6, 3).float())),
     ]
     for label, args in examples:
         shown = f"scaled_dot_product_attention(<{label}>)"
@@ -422,32 +417,28 @@ def check_scaled_dot_product_attention(attention: Callable) -> None:
         why = "the result must equal F.scaled_dot_product_attention(q, k, v, attn_mask, is_causal=...)"
         if label.startswith("a (3, 5) mask"):
             why += "; the query that may attend to nothing gets a zero output, as PyTorch's"
-        _expect(_call(attention, shown, *args), expected, shown, why + ".", ATTENTION_HINTS, args)
+        expect_example(call(attention, shown, *args), expected, shown, why + ".", ATTENTION_HINTS, args)
         count += 1
     passed("scaled_dot_product_attention", count)
 
 
-def _weights_of(module: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(p.shape) for name, p in module.named_parameters()}
-
-
 def check_self_attention(SelfAttention: Callable) -> None:
     """Parameter names and shapes, a hand example (W_q = 0), then agreement with PyTorch."""
-    module = _call(SelfAttention, "SelfAttention(6, 4, 3)", 6, 4, 3)
-    expect(_weights_of(module), {"W_q.weight": (4, 6), "W_k.weight": (4, 6), "W_v.weight": (3, 6)},
+    module = call(SelfAttention, "SelfAttention(6, 4, 3)", 6, 4, 3)
+    expect(param_shapes(module), {"W_q.weight": (4, 6), "W_k.weight": (4, 6), "W_v.weight": (3, 6)},
            "SelfAttention(6, 4, 3)'s parameters (name -> shape)",
            ["W_q, W_k, W_v are nn.Linear(d_model, d_k or d_v, bias=False): a weight of shape "
             "(out, in) and no bias."])
-    expect(_weights_of(_call(SelfAttention, "SelfAttention(6, 4)", 6, 4))["W_v.weight"], (4, 6),
+    expect(param_shapes(call(SelfAttention, "SelfAttention(6, 4)", 6, 4))["W_v.weight"], (4, 6),
            "SelfAttention(6, 4).W_v.weight.shape", ["d_v defaults to d_k."])
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 6, generator=g)
     with torch.no_grad():
         module.W_q.weight.zero_()  # every score is 0: each output is the mean of the values
         shown = "SelfAttention(6, 4, 3) with W_q = 0, on a random (2, 5, 6) x"
-        _expect(_call(module, shown, x), module.W_v(x).mean(1, keepdim=True).expand(2, 5, 3), shown,
-                "with W_q = 0 every score is 0, the weights are all 1/5, and every output is the "
-                "mean of the 5 value vectors W_v(x).")
+        expect_example(call(module, shown, x), module.W_v(x).mean(1, keepdim=True).expand(2, 5, 3), shown,
+                       "with W_q = 0 every score is 0, the weights are all 1/5, and every output is the "
+                       "mean of the 5 value vectors W_v(x).")
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g))
         pad = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, :]
@@ -457,13 +448,13 @@ def check_self_attention(SelfAttention: Callable) -> None:
             expected = F.scaled_dot_product_attention(module.W_q(x), module.W_k(x), module.W_v(x),
                                                       attn_mask=mask, is_causal=causal)
             args = ((6, 4, 3), dict(module.state_dict()), x, mask, causal)
-            got = _call(module, shown, x, mask, causal)
-            _expect(got, expected, shown,
-                    "the output is F.scaled_dot_product_attention(W_q(x), W_k(x), W_v(x), ...), "
-                    "shape (B, T, d_v) = (2, 5, 3).", MODULE_HINTS, args)
-        _expect(got[:, 0], module.W_v(x)[:, 0], shown + ", position 0",
-                "with a causal mask the first token sees only itself: its output is its own "
-                "value vector W_v(x_0).")
+            got = call(module, shown, x, mask, causal)
+            expect_example(got, expected, shown,
+                           "the output is F.scaled_dot_product_attention(W_q(x), W_k(x), W_v(x), ...), "
+                           "shape (B, T, d_v) = (2, 5, 3).", MODULE_HINTS, args)
+        expect_example(got[:, 0], module.W_v(x)[:, 0], shown + ", position 0",
+                       "with a causal mask the first token sees only itself: its output is its own "
+                       "value vector W_v(x_0).")
     passed("SelfAttention", 7)
 
 
@@ -471,26 +462,22 @@ def check_self_attention(SelfAttention: Callable) -> None:
 # Hidden cases: random inputs from the grader's seeded generator (CPU), never the global RNG
 # ----------------------------------------------------------------------------------------
 
-def _randn(g, *shape, dtype=torch.float32, scale=1.0):
-    return torch.randn(*shape, generator=g, dtype=dtype) * scale
-
-
 def _softmax_random(g):
-    return _randn(g, _int(g, 2, 5), _int(g, 3, 9), scale=3.0), -1
+    return randn(g, randint(g, 2, 5), randint(g, 3, 9), scale=3.0), -1
 
 
 def _softmax_dims(g):
-    return _randn(g, _int(g, 2, 4), _int(g, 2, 5), _int(g, 2, 6), dtype=torch.float64), _int(g, 0, 3)
+    return randn(g, randint(g, 2, 4), randint(g, 2, 5), randint(g, 2, 6), dtype=torch.float64), randint(g, 0, 3)
 
 
 def _softmax_huge(g):
-    x = _randn(g, _int(g, 2, 5), _int(g, 3, 8), scale=1e4)
+    x = randn(g, randint(g, 2, 5), randint(g, 3, 8), scale=1e4)
     x[0] = torch.full_like(x[0], -1e4)  # a row of equal, very negative scores
     return (x,)
 
 
 def _softmax_masked(g):
-    x = _randn(g, _int(g, 3, 6), _int(g, 3, 8), dtype=torch.float64, scale=5.0)
+    x = randn(g, randint(g, 3, 6), randint(g, 3, 8), dtype=torch.float64, scale=5.0)
     x[torch.rand(x.shape, generator=g) < 0.4] = NEG_INF
     x[:, 0] = 1e3  # large but finite
     x[1] = NEG_INF  # fully masked row
@@ -498,14 +485,14 @@ def _softmax_masked(g):
 
 
 def _softmax_masked_dim0(g):
-    x = _randn(g, _int(g, 3, 6), _int(g, 3, 6), scale=2.0)
+    x = randn(g, randint(g, 3, 6), randint(g, 3, 6), scale=2.0)
     x[torch.rand(x.shape, generator=g) < 0.3] = NEG_INF
     x[:, -1] = NEG_INF  # a fully masked column
     return x, 0
 
 
 def _softmax_tiny(g):
-    return _randn(g, _int(g, 1, 4), 1), -1  # one entry per slice: weight 1
+    return randn(g, randint(g, 1, 4), 1), -1  # one entry per slice: weight 1
 
 
 def _causal_args(g, T_q, T_k=None):
@@ -519,31 +506,31 @@ CAUSAL_DEFAULT_CALL = "lambda ref, T_q, T_k: causal_mask(T_q, device=ref.device)
 
 def _attn(g, q_shape, T_k, d_v, dtype=torch.float32, scale=1.0):
     *batch, T_q, d_k = q_shape
-    q = _randn(g, *batch, T_q, d_k, dtype=dtype, scale=scale)
-    k = _randn(g, *batch, T_k, d_k, dtype=dtype, scale=scale)
-    return q, k, _randn(g, *batch, T_k, d_v, dtype=dtype)
+    q = randn(g, *batch, T_q, d_k, dtype=dtype, scale=scale)
+    k = randn(g, *batch, T_k, d_k, dtype=dtype, scale=scale)
+    return q, k, randn(g, *batch, T_k, d_v, dtype=dtype)
 
 
 def _attn_plain(g):
-    return _attn(g, (_int(g, 1, 4), _int(g, 2, 9), _int(g, 2, 17)), _int(g, 2, 9), _int(g, 1, 7))
+    return _attn(g, (randint(g, 1, 4), randint(g, 2, 9), randint(g, 2, 17)), randint(g, 2, 9), randint(g, 1, 7))
 
 
 def _attn_4d(g):
-    B, H, T, d = _int(g, 1, 3), _int(g, 1, 4), _int(g, 2, 7), _int(g, 2, 9)
-    return _attn(g, (B, H, T, d), T, _int(g, 2, 6), dtype=torch.float64)
+    B, H, T, d = randint(g, 1, 3), randint(g, 1, 4), randint(g, 2, 7), randint(g, 2, 9)
+    return _attn(g, (B, H, T, d), T, randint(g, 2, 6), dtype=torch.float64)
 
 
 def _attn_mask(g):
-    T_q, T_k = _int(g, 2, 7), _int(g, 2, 7)
-    q, k, v = _attn(g, (_int(g, 1, 4), T_q, _int(g, 2, 9)), T_k, _int(g, 1, 5))
+    T_q, T_k = randint(g, 2, 7), randint(g, 2, 7)
+    q, k, v = _attn(g, (randint(g, 1, 4), T_q, randint(g, 2, 9)), T_k, randint(g, 1, 5))
     mask = torch.rand(T_q, T_k, generator=g) < 0.6
     mask[:, 0] = True  # every query keeps at least one key
     return q, k, v, mask, False
 
 
 def _attn_padding(g):
-    B, T = _int(g, 2, 5), _int(g, 3, 9)
-    q, k, v = _attn(g, (B, T, _int(g, 2, 9)), T, _int(g, 2, 5))
+    B, T = randint(g, 2, 5), randint(g, 3, 9)
+    q, k, v = _attn(g, (B, T, randint(g, 2, 9)), T, randint(g, 2, 5))
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T
     mask = (torch.arange(T)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T): keys kept
@@ -551,64 +538,64 @@ def _attn_padding(g):
 
 
 def _attn_causal(g):
-    T = _int(g, 2, 9)
-    return (*_attn(g, (_int(g, 1, 4), T, _int(g, 2, 9)), T, _int(g, 1, 6)), None, True)
+    T = randint(g, 2, 9)
+    return (*_attn(g, (randint(g, 1, 4), T, randint(g, 2, 9)), T, randint(g, 1, 6)), None, True)
 
 
 def _attn_causal_rect(g):
-    T_q, T_k = _int(g, 2, 5), _int(g, 5, 9)
-    if _int(g, 0, 2):
+    T_q, T_k = randint(g, 2, 5), randint(g, 5, 9)
+    if randint(g, 0, 2):
         T_q, T_k = T_k, T_q
-    return (*_attn(g, (_int(g, 1, 3), T_q, _int(g, 2, 9)), T_k, _int(g, 1, 6)), None, True)
+    return (*_attn(g, (randint(g, 1, 3), T_q, randint(g, 2, 9)), T_k, randint(g, 1, 6)), None, True)
 
 
 def _attn_dead_rows(g):
-    T_q, T_k = _int(g, 3, 7), _int(g, 2, 7)
-    q, k, v = _attn(g, (_int(g, 1, 3), T_q, _int(g, 2, 9)), T_k, _int(g, 2, 5), dtype=torch.float64)
+    T_q, T_k = randint(g, 3, 7), randint(g, 2, 7)
+    q, k, v = _attn(g, (randint(g, 1, 3), T_q, randint(g, 2, 9)), T_k, randint(g, 2, 5), dtype=torch.float64)
     mask = torch.rand(T_q, T_k, generator=g) < 0.5
     mask[:, 0] = True
-    mask[_int(g, 0, T_q)] = False  # a query that may attend to nothing: zero output
+    mask[randint(g, 0, T_q)] = False  # a query that may attend to nothing: zero output
     return q, k, v, mask, False
 
 
 def _attn_large(g):
-    return _attn(g, (_int(g, 1, 3), _int(g, 2, 7), 64), _int(g, 2, 7), _int(g, 2, 5), scale=6.0)
+    return _attn(g, (randint(g, 1, 3), randint(g, 2, 7), 64), randint(g, 2, 7), randint(g, 2, 5), scale=6.0)
 
 
 def _attn_single(g):
-    return (*_attn(g, (1, 1, _int(g, 1, 9)), 1, _int(g, 1, 5)), None, True)
+    return (*_attn(g, (1, 1, randint(g, 1, 9)), 1, randint(g, 1, 5)), None, True)
 
 
 def _module_args(g, B, T, dims, mask=None, causal=False, dtype=torch.float32):
     d_model, d_k, d_v = dims
-    sd = {"W_q.weight": _randn(g, d_k, d_model, dtype=dtype, scale=d_model ** -0.5),
-          "W_k.weight": _randn(g, d_k, d_model, dtype=dtype, scale=d_model ** -0.5),
-          "W_v.weight": _randn(g, d_v, d_model, dtype=dtype, scale=d_model ** -0.5)}
-    return dims, sd, _randn(g, B, T, d_model, dtype=dtype), mask, causal
+    sd = {"W_q.weight": randn(g, d_k, d_model, dtype=dtype, scale=d_model ** -0.5),
+          "W_k.weight": randn(g, d_k, d_model, dtype=dtype, scale=d_model ** -0.5),
+          "W_v.weight": randn(g, d_v, d_model, dtype=dtype, scale=d_model ** -0.5)}
+    return dims, sd, randn(g, B, T, d_model, dtype=dtype), mask, causal
 
 
 def _dims(g):
-    return _int(g, 2, 17), _int(g, 2, 9), _int(g, 1, 7)
+    return randint(g, 2, 17), randint(g, 2, 9), randint(g, 1, 7)
 
 
 def _module_plain(g):
-    return _module_args(g, _int(g, 1, 4), _int(g, 2, 9), _dims(g))
+    return _module_args(g, randint(g, 1, 4), randint(g, 2, 9), _dims(g))
 
 
 def _module_padding(g):
-    B, T = _int(g, 2, 4), _int(g, 3, 8)
+    B, T = randint(g, 2, 4), randint(g, 3, 8)
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     mask = (torch.arange(T)[None, :] < lengths[:, None])[:, None, :]
     return _module_args(g, B, T, _dims(g), mask)
 
 
 def _module_causal(g):
-    return _module_args(g, _int(g, 1, 4), _int(g, 2, 9), _dims(g), None, True, torch.float64)
+    return _module_args(g, randint(g, 1, 4), randint(g, 2, 9), _dims(g), None, True, torch.float64)
 
 
 def _module_default_dv(g):
-    d_model, d_k = _int(g, 2, 12), _int(g, 2, 8)
-    return _module_args(g, _int(g, 1, 3), _int(g, 1, 6), (d_model, d_k, d_k))
+    d_model, d_k = randint(g, 2, 12), randint(g, 2, 8)
+    return _module_args(g, randint(g, 1, 3), randint(g, 1, 6), (d_model, d_k, d_k))
 
 
 MODULE_CALL = ("lambda dims, sd, x, mask, causal: (lambda m: (m.load_state_dict(sd), "
@@ -630,13 +617,13 @@ CASES: dict[str, list[Case]] = {
         Case("softmax", _softmax_tiny, "slices of length 1", SOFTMAX_HINTS),
     ],
     "test_causal_mask": [
-        Case(CAUSAL_CALL, lambda g: _causal_args(g, *[_int(g, 2, 10)] * 2), "square T x T",
+        Case(CAUSAL_CALL, lambda g: _causal_args(g, *[randint(g, 2, 10)] * 2), "square T x T",
              CAUSAL_HINTS),
-        Case(CAUSAL_DEFAULT_CALL, lambda g: _causal_args(g, _int(g, 2, 10)),
+        Case(CAUSAL_DEFAULT_CALL, lambda g: _causal_args(g, randint(g, 2, 10)),
              "square, T_k left out", CAUSAL_HINTS),
-        Case(CAUSAL_CALL, lambda g: _causal_args(g, _int(g, 2, 5), _int(g, 5, 10)), "T_q < T_k",
+        Case(CAUSAL_CALL, lambda g: _causal_args(g, randint(g, 2, 5), randint(g, 5, 10)), "T_q < T_k",
              CAUSAL_HINTS),
-        Case(CAUSAL_CALL, lambda g: _causal_args(g, _int(g, 5, 10), _int(g, 2, 5)), "T_q > T_k",
+        Case(CAUSAL_CALL, lambda g: _causal_args(g, randint(g, 5, 10), randint(g, 2, 5)), "T_q > T_k",
              CAUSAL_HINTS),
         Case(CAUSAL_DEFAULT_CALL, lambda g: _causal_args(g, 1), "T = 1", CAUSAL_HINTS),
     ],

@@ -20,8 +20,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..checks import as_tensor, call, expect_example, randint
 from ..spec import Case, CheckFailed, Hint, passed
-from .ch01_tokens import _call, _expect, _int, _tensor
 
 AXES = ("B", "h", "T", "d_head")  # the axis names of a per-head tensor (B, h, T, d_head)
 
@@ -90,7 +90,7 @@ def _module_oracle(sd: dict, x, n_head, mask, causal):
 # ----------------------------------------------------------------------------------------
 
 def _f64(x: Any) -> torch.Tensor | None:
-    t = _tensor(x)
+    t = as_tensor(x)
     return t.double() if t is not None and t.dtype.is_floating_point else None
 
 
@@ -442,31 +442,31 @@ def check_split_merge_heads(split_heads: Callable, merge_heads: Callable) -> Non
     heads = torch.tensor([[[[0., 1.], [4., 5.], [8., 9.]],
                            [[2., 3.], [6., 7.], [10., 11.]]]])
     shown = "split_heads(torch.arange(12.).reshape(1, 3, 4), 2)"
-    _expect(_call(split_heads, shown, x, 2), heads, shown,
-            "head 0 holds features 0-1 of every position, head 1 features 2-3.", SPLIT_HINTS, (x, 2))
+    expect_example(call(split_heads, shown, x, 2), heads, shown,
+                   "head 0 holds features 0-1 of every position, head 1 features 2-3.", SPLIT_HINTS, (x, 2))
     count += 1
     shown = "merge_heads(<the two heads above>)"
-    _expect(_call(merge_heads, shown, heads), x, shown,
-            "merging puts each position's head outputs side by side again.", MERGE_HINTS, (heads,))
+    expect_example(call(merge_heads, shown, heads), x, shown,
+                   "merging puts each position's head outputs side by side again.", MERGE_HINTS, (heads,))
     count += 1
     g = torch.Generator().manual_seed(7)
     for B, T, C, h, dtype in ((2, 5, 6, 3, torch.float32), (1, 1, 5, 5, torch.float64),
                               (3, 4, 7, 1, torch.float32), (2, 3, 8, 4, torch.bfloat16)):
         x = torch.randn(B, T, C, generator=g).to(dtype)
         shown = f"split_heads(x of shape {(B, T, C)} and dtype {dtype}, {h})"
-        got = _call(split_heads, shown, x, h)
+        got = call(split_heads, shown, x, h)
         if not isinstance(got, torch.Tensor) or got.shape != (B, h, T, C // h):
             raise CheckFailed(f"{shown}: expected shape {(B, h, T, C // h)}, got "
                               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
         shown = f"merge_heads(split_heads(x, {h})) with x of shape {(B, T, C)}"
-        _expect(_call(merge_heads, shown, got), x, shown, "merge_heads undoes split_heads.",
-                MERGE_HINTS, (got,))
+        expect_example(call(merge_heads, shown, got), x, shown, "merge_heads undoes split_heads.",
+                       MERGE_HINTS, (got,))
         count += 2
     x = torch.randn(2, 3, 4, 5, generator=g).transpose(2, 3)  # (B, h, T, d_head), not contiguous
     shown = "merge_heads(x) with a non-contiguous x (a transposed tensor)"
-    got = _call(merge_heads, shown, x)
-    _expect(got, x.transpose(1, 2).flatten(2), shown,
-            "use .reshape (which copies when it must), not .view, after a transpose.", MERGE_HINTS, (x,))
+    got = call(merge_heads, shown, x)
+    expect_example(got, x.transpose(1, 2).flatten(2), shown,
+                   "use .reshape (which copies when it must), not .view, after a transpose.", MERGE_HINTS, (x,))
     count += 1
     passed("split_heads/merge_heads", count)
 
@@ -494,7 +494,7 @@ def _readable_x(B: int, T: int, C: int, n_head: int, dtype=torch.float32) -> tor
 
 
 def _run_module(cls: Callable, sd: dict, x, n_head, mask, causal, shown: str) -> Any:
-    module = _call(cls, f"MultiHeadSelfAttention({x.shape[-1]}, {n_head})", x.shape[-1], n_head)
+    module = call(cls, f"MultiHeadSelfAttention({x.shape[-1]}, {n_head})", x.shape[-1], n_head)
     keys = set(module.state_dict())
     if keys != set(sd):
         raise CheckFailed(f"MultiHeadSelfAttention's parameters are {sorted(keys)}; the exercise fixes "
@@ -502,7 +502,7 @@ def _run_module(cls: Callable, sd: dict, x, n_head, mask, causal, shown: str) ->
     module.to(x)  # dtype and device first, so that float64 weights keep their precision
     module.load_state_dict(sd)
     with torch.no_grad():
-        return _call(module, shown, x, mask, causal)
+        return call(module, shown, x, mask, causal)
 
 
 def check_multi_head_self_attention(MultiHeadSelfAttention: Callable) -> None:
@@ -517,17 +517,17 @@ def check_multi_head_self_attention(MultiHeadSelfAttention: Callable) -> None:
     sd1 = _state_dict(g, 8, torch.float64)
     x1 = torch.randn(1, 1, 8, generator=g, dtype=torch.float64)
     shown = "MultiHeadSelfAttention(8, 4) on a single position (T = 1)"
-    _expect(_run_module(MultiHeadSelfAttention, sd1, x1, 4, None, False, shown),
-            _module_oracle(sd1, x1, 4, None, False), shown,
-            "with one position every weight is 1: the output is W_o(merge(v)).", ATTENTION_HINTS,
-            (sd1, x1, 4, None, False))
+    expect_example(_run_module(MultiHeadSelfAttention, sd1, x1, 4, None, False, shown),
+                   _module_oracle(sd1, x1, 4, None, False), shown,
+                   "with one position every weight is 1: the output is W_o(merge(v)).", ATTENTION_HINTS,
+                   (sd1, x1, 4, None, False))
     count += 1
     sdr = _state_dict(g, 12, torch.float64, readable=True)
     xr = _readable_x(1, 4, 12, 2, torch.float64)
     args = (sdr, xr, 2, torch.tensor([[False, False, False, True]]), False)
     shown = "readable weights: W_v = W_o = I, one-hot values, so the output spells out the weights"
-    _expect(_run_module(MultiHeadSelfAttention, *args, shown), _module_oracle(*args), shown,
-            "each row of weights is softmax(q·k / √d_head) over the non-padded keys.", ATTENTION_HINTS, args)
+    expect_example(_run_module(MultiHeadSelfAttention, *args, shown), _module_oracle(*args), shown,
+                   "each row of weights is softmax(q·k / √d_head) over the non-padded keys.", ATTENTION_HINTS, args)
     count += 1
     sd = _state_dict(g, C, torch.float64)
     for mask, causal, why in (
@@ -540,8 +540,8 @@ def check_multi_head_self_attention(MultiHeadSelfAttention: Callable) -> None:
         shown = (f"MultiHeadSelfAttention({C}, {h})(x, key_padding_mask={'None' if mask is None else 'mask'}, "
                  f"is_causal={causal}) vs nn.MultiheadAttention with the same weights")
         args = (sd, x, h, mask, causal)
-        _expect(_run_module(MultiHeadSelfAttention, *args, shown), _module_oracle(*args), shown, why,
-                ATTENTION_HINTS, args)
+        expect_example(_run_module(MultiHeadSelfAttention, *args, shown), _module_oracle(*args), shown, why,
+                       ATTENTION_HINTS, args)
         count += 1
     passed("MultiHeadSelfAttention", count)
 
@@ -559,9 +559,9 @@ def check_cross_attention(cross_attention: Callable) -> None:
     mask = torch.tensor([[False, True]])                       # the second one is padding
     args = (y, memory, I, I, I, I, 1, mask)
     shown = "cross_attention(y, memory, I, I, I, I, n_head=1, src_padding_mask=[[False, True]])"
-    _expect(_call(cross_attention, shown, *args), memory[:, :1].expand(1, 3, 2), shown,
-            "only memory[0] is a real source token, so every query's weights are [1, 0] and every "
-            "output row is memory[0] = [1, 0].", ATTENTION_HINTS, args)
+    expect_example(call(cross_attention, shown, *args), memory[:, :1].expand(1, 3, 2), shown,
+                   "only memory[0] is a real source token, so every query's weights are [1, 0] and every "
+                   "output row is memory[0] = [1, 0].", ATTENTION_HINTS, args)
     count += 1
     g = torch.Generator().manual_seed(1)
     B, T_tgt, T_src, C, h = 3, 4, 5, 6, 3
@@ -576,8 +576,8 @@ def check_cross_attention(cross_attention: Callable) -> None:
         args = (y, memory, *W, h, m)
         shown = (f"cross_attention(y {tuple(y.shape)}, memory {tuple(memory.shape)}, ..., n_head={h}, "
                  f"src_padding_mask={'None' if m is None else 'lengths 5, 2, 0'}) vs nn.MultiheadAttention")
-        _expect(_call(cross_attention, shown, *args), _cross_oracle(*args), shown, why,
-                ATTENTION_HINTS, args)
+        expect_example(call(cross_attention, shown, *args), _cross_oracle(*args), shown, why,
+                       ATTENTION_HINTS, args)
         count += 1
     passed("cross_attention", count)
 
@@ -592,20 +592,20 @@ def check_fix_the_bug(fixed_multi_head_attention: Callable, diagnose: Callable,
     W = [torch.randn(C, C, generator=g, dtype=torch.float64) for _ in range(4)]
     oracle = torch_mha(x, x, h, *W)
     shown = "max_abs_difference(buggy_multi_head_attention, x, W_q, W_k, W_v, W_o, 3)"
-    bug_gap = _call(max_abs_difference, shown, buggy_multi_head_attention, x, *W, h)
+    bug_gap = call(max_abs_difference, shown, buggy_multi_head_attention, x, *W, h)
     true_gap = float((buggy_multi_head_attention(x, *W, h) - oracle).abs().max())
-    _expect(bug_gap, true_gap, shown,
-            "compare with nn.MultiheadAttention(C, n_head, bias=False, batch_first=True) whose "
-            "in_proj_weight is torch.cat([W_q, W_k, W_v]) and out_proj.weight is W_o.")
+    expect_example(bug_gap, true_gap, shown,
+                   "compare with nn.MultiheadAttention(C, n_head, bias=False, batch_first=True) whose "
+                   "in_proj_weight is torch.cat([W_q, W_k, W_v]) and out_proj.weight is W_o.")
     count += 1
     shown = "fixed_multi_head_attention(x, W_q, W_k, W_v, W_o, 3)"
     args = (x, *W, h)
-    _expect(_call(fixed_multi_head_attention, shown, *args), oracle, shown,
-            "the fixed function equals nn.MultiheadAttention with the same weights.",
-            ATTENTION_HINTS, args)
+    expect_example(call(fixed_multi_head_attention, shown, *args), oracle, shown,
+                   "the fixed function equals nn.MultiheadAttention with the same weights.",
+                   ATTENTION_HINTS, args)
     count += 1
     shown = "max_abs_difference(fixed_multi_head_attention, x, W_q, W_k, W_v, W_o, 3)"
-    gap = _call(max_abs_difference, shown, fixed_multi_head_attention, *args)
+    gap = call(max_abs_difference, shown, fixed_multi_head_attention, *args)
     if not isinstance(gap, (float, int)) or not gap < 1e-9:
         raise CheckFailed(f"{shown} = {gap!r}: in float64 a correct function differs from PyTorch by "
                           "rounding only (< 1e-9). Return a Python float (.item()).")
@@ -613,7 +613,7 @@ def check_fix_the_bug(fixed_multi_head_attention: Callable, diagnose: Callable,
     shown = "diagnose(12, 3)"
     expected = {"wrong_lines": (8, 9), "mixed_axes": ("T", "d_head"), "scale_used": math.sqrt(12),
                 "scale_correct": 2.0}
-    message = _axes_check(_call(diagnose, shown, 12, 3), expected, ())
+    message = _axes_check(call(diagnose, shown, 12, 3), expected, ())
     if message:
         raise CheckFailed(f"{shown}: {message}")
     count += 1
@@ -626,7 +626,7 @@ def check_fix_the_bug(fixed_multi_head_attention: Callable, diagnose: Callable,
 
 def _sizes(g: torch.Generator, max_h: int = 4) -> tuple[int, int, int, int]:
     """B, T, n_head, d_head with d_head often not a power of two."""
-    return _int(g, 1, 4), _int(g, 2, 8), _int(g, 1, max_h + 1), (3, 5, 6, 7)[_int(g, 0, 4)]
+    return randint(g, 1, 4), randint(g, 2, 8), randint(g, 1, max_h + 1), (3, 5, 6, 7)[randint(g, 0, 4)]
 
 
 def _lengths_mask(g: torch.Generator, B: int, T: int, allow_empty: bool = False,
@@ -675,7 +675,7 @@ def _module_args(g, *, dtype=torch.float32, mask=None, causal=False, T=None, h=N
 def _cross_args(g, *, dtype=torch.float32, mask=None, T_tgt=None, T_src=None, readable=False):
     B, T, h, d = _sizes(g)
     T_tgt = T_tgt or T
-    T_src = T_src or _int(g, 3 if readable else 1, 9)
+    T_src = T_src or randint(g, 3 if readable else 1, 9)
     if readable:
         d = max(d, T_src + 1)
     C = h * d
@@ -703,8 +703,8 @@ def _fixed_args(g, *, dtype=torch.float32, T=None, h=None):
 
 
 def _diagnose_args(g):
-    h = _int(g, 2, 9)
-    return h * _int(g, 2, 20), h
+    h = randint(g, 2, 9)
+    return h * randint(g, 2, 20), h
 
 
 _MODULE = ("lambda sd, x, n_head, mask, causal: ((m := MultiHeadSelfAttention(x.shape[-1], n_head).to(x))"

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import as_tensor, call, close, expect_example, outcome, pick, raised, randint
 from ..compare import describe_difference
 from ..spec import Case, CheckFailed, Hint, passed
-from .ch01_tokens import _call, _close, _expect, _int, _pick, _tensor
 
 BASE = 10000.0
 
@@ -31,25 +31,6 @@ BASE = 10000.0
 # ----------------------------------------------------------------------------------------
 # Helpers shared by the public checks and the hidden cases
 # ----------------------------------------------------------------------------------------
-
-def outcome(thunk: Callable[[], Any]) -> Any:
-    """``thunk()``'s value, or ``"raised <Error>: <message>"`` when it raises (the grader can
-    compare a string; a raised exception would end the case without a hint).
-
-    NotImplementedError is re-raised, so an unwritten exercise still reads "not written yet".
-    """
-    try:
-        return thunk()
-    except NotImplementedError:
-        raise
-    except Exception as error:
-        return f"raised {type(error).__name__}: {error}"
-
-
-def _raised(x: Any, name: str = "") -> bool:
-    """Whether ``x`` is :func:`outcome`'s report of an exception (of type ``name``, if given)."""
-    return isinstance(x, str) and x.startswith(f"raised {name}")
-
 
 def _angle_check(max_position: Callable[[tuple], float], scale: Callable[[tuple], float]):
     """A check that also allows the rounding of angles t·ω: a few float32 ulps of the largest
@@ -88,36 +69,36 @@ def _half_layout(e: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------
 
 def _T_d(got: Any, exp: Any) -> bool:
-    t = _tensor(got)
+    t = as_tensor(got)
     return t is not None and t.shape == exp.shape and t.dtype.is_floating_point
 
 
 TABLE_SWAPPED = Hint(
     "sin and cos are swapped: even columns 2i hold sin(t·ω_i), odd columns 2i+1 hold cos(t·ω_i) "
     "(so row 0 is [0, 1, 0, 1, ...]).",
-    lambda got, exp, args: _T_d(got, exp) and _close(got, _pair_swap(exp.cpu())))
+    lambda got, exp, args: _T_d(got, exp) and close(got, _pair_swap(exp.cpu())))
 TABLE_HALF = Hint(
     "the sines come first and the cosines after ([sin ..., cos ...]): this course interleaves "
     "them, column 2i = sin(t·ω_i), column 2i+1 = cos(t·ω_i) (pe[:, 0::2] and pe[:, 1::2]).",
     lambda got, exp, args: (_T_d(got, exp) and exp.shape[-1] > 2
-                            and _close(got, _half_layout(exp.cpu()))))
+                            and close(got, _half_layout(exp.cpu()))))
 TABLE_FROM_ONE = Hint(
     "every row is one position too far: positions start at t = 0 (row 0 is [0, 1, 0, 1, ...]).",
     lambda got, exp, args: (_T_d(got, exp) and exp.shape[0] > 1
-                            and _close(_tensor(got)[:-1], exp.cpu()[1:])))
+                            and close(as_tensor(got)[:-1], exp.cpu()[1:])))
 TABLE_ODD_FREQUENCY = Hint(
     "the even (sin) columns are right but the odd (cos) ones are not: columns 2i and 2i+1 share "
     "one frequency ω_i = 1 / 10000^(2i/d), with i the pair index (do not use (2i+1)/d for the "
     "cos column).",
-    lambda got, exp, args: (_T_d(got, exp) and _close(_tensor(got)[:, 0::2], exp.cpu()[:, 0::2])
-                            and not _close(got, exp.cpu())))
+    lambda got, exp, args: (_T_d(got, exp) and close(as_tensor(got)[:, 0::2], exp.cpu()[:, 0::2])
+                            and not close(got, exp.cpu())))
 TABLE_FREQUENCY = Hint(
     "the first pair of columns (frequency 1) is right, later pairs are not: pair i has "
     "frequency ω_i = 1 / 10000^(2i/d), i.e. t is divided by 10000^(2i/d), where 2i is the even "
     "column index (not multiplied by it, and not 10000^(i/d)).",
     lambda got, exp, args: (_T_d(got, exp) and exp.shape[-1] > 2
-                            and _close(_tensor(got)[:, :2], exp.cpu()[:, :2])
-                            and not _close(_tensor(got)[:, 0::2], exp.cpu()[:, 0::2])))
+                            and close(as_tensor(got)[:, :2], exp.cpu()[:, :2])
+                            and not close(as_tensor(got)[:, 0::2], exp.cpu()[:, 0::2])))
 TABLE_HINTS = (TABLE_SWAPPED, TABLE_HALF, TABLE_FROM_ONE, TABLE_ODD_FREQUENCY, TABLE_FREQUENCY)
 
 
@@ -128,30 +109,30 @@ def check_sinusoidal_table(sinusoidal_table: Callable) -> None:
                              [s1, c1, math.sin(0.01), math.cos(0.01)],
                              [s2, c2, math.sin(0.02), math.cos(0.02)]], dtype=torch.float64)
     shown = "sinusoidal_table(3, 4, dtype=torch.float64)"
-    got = _call(lambda: sinusoidal_table(3, 4, dtype=torch.float64), shown)
-    _expect(got, expected, shown,
-            "with d = 4 the two frequencies are 1 and 1/10000^(2/4) = 1/100: row t is "
-            "[sin t, cos t, sin(t/100), cos(t/100)].", TABLE_HINTS, (expected,))
+    got = call(lambda: sinusoidal_table(3, 4, dtype=torch.float64), shown)
+    expect_example(got, expected, shown,
+                   "with d = 4 the two frequencies are 1 and 1/10000^(2/4) = 1/100: row t is "
+                   "[sin t, cos t, sin(t/100), cos(t/100)].", TABLE_HINTS, (expected,))
     shown = "sinusoidal_table(2, 2)"
-    got = _call(lambda: sinusoidal_table(2, 2), shown)
-    _expect(got, torch.tensor([[0.0, 1.0], [s1, c1]]), shown,
-            "the default dtype is float32; with d = 2 there is one pair, frequency 1.", TABLE_HINTS)
+    got = call(lambda: sinusoidal_table(2, 2), shown)
+    expect_example(got, torch.tensor([[0.0, 1.0], [s1, c1]]), shown,
+                   "the default dtype is float32; with d = 2 there is one pair, frequency 1.", TABLE_HINTS)
     shown = "sinusoidal_table(50, 10)"
-    got = _call(lambda: sinusoidal_table(50, 10), shown)
-    t = _tensor(got)
+    got = call(lambda: sinusoidal_table(50, 10), shown)
+    t = as_tensor(got)
     if t is None or t.shape != (50, 10) or t.dtype != torch.float32:
-        _expect(got, torch.zeros(50, 10), shown, "a float32 tensor of shape (T, d).")
+        expect_example(got, torch.zeros(50, 10), shown, "a float32 tensor of shape (T, d).")
     row0 = torch.tensor([0.0, 1.0] * 5)
-    _expect(t[0], row0, shown + "[0]", "position 0 is [0, 1, 0, 1, ...]: sin 0 = 0, cos 0 = 1.",
-            TABLE_HINTS)
+    expect_example(t[0], row0, shown + "[0]", "position 0 is [0, 1, 0, 1, ...]: sin 0 = 0, cos 0 = 1.",
+                   TABLE_HINTS)
     pairs = t[:, 0::2] ** 2 + t[:, 1::2] ** 2
-    _expect(pairs, torch.ones(50, 5), f"{shown}: sin² + cos² of each column pair",
-            "columns 2i and 2i+1 must be sin and cos of the same angle.")
+    expect_example(pairs, torch.ones(50, 5), f"{shown}: sin² + cos² of each column pair",
+                   "columns 2i and 2i+1 must be sin and cos of the same angle.")
     count = 4
     if torch.cuda.is_available():
         shown = "sinusoidal_table(3, 4, device='cuda')"
-        got = _call(lambda: sinusoidal_table(3, 4, device="cuda"), shown)
-        _expect(got, expected.float().cuda(), shown, "the table is created on the device asked for.")
+        got = call(lambda: sinusoidal_table(3, 4, device="cuda"), shown)
+        expect_example(got, expected.float().cuda(), shown, "the table is created on the device asked for.")
         count += 1
     passed("sinusoidal_table", count)
 
@@ -168,22 +149,22 @@ def _learned_args(args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
 LEARNED_BATCH_AXIS = Hint(
     "positions were added along the batch axis: row b got pos[b]. The position index runs along "
     "dim -2 (time): x + self.pos(torch.arange(T)), which broadcasts (T, d) over the batch.",
-    lambda got, exp, args: _close(got, _learned_args(args)[0]
-                                  + _learned_args(args)[1][:args[0].shape[0], None, :]))
+    lambda got, exp, args: close(got, _learned_args(args)[0]
+                                 + _learned_args(args)[1][:args[0].shape[0], None, :]))
 LEARNED_NOT_ADDED = Hint(
     "the result ignores the token embeddings: return x + pos(positions), not pos(positions) alone.",
-    lambda got, exp, args: (_tensor(got) is not None and _tensor(got).shape[-2:] == exp.shape[-2:]
-                            and _close(_tensor(got).expand(exp.shape),
-                                       _learned_args(args)[1][:exp.shape[-2]].expand(exp.shape))))
+    lambda got, exp, args: (as_tensor(got) is not None and as_tensor(got).shape[-2:] == exp.shape[-2:]
+                            and close(as_tensor(got).expand(exp.shape),
+                                      _learned_args(args)[1][:exp.shape[-2]].expand(exp.shape))))
 LEARNED_NO_CHECK = Hint(
     "a sequence longer than max_len must raise ValueError before the lookup, with a message "
     "naming max_len (nn.Embedding's own IndexError is cryptic, and on a GPU an out-of-range "
     "index crashes the whole kernel instead).",
-    lambda got, exp, args: _raised(exp) and not _raised(got, "ValueError"))
+    lambda got, exp, args: raised(exp) and not raised(got, "ValueError"))
 LEARNED_OFF_BY_ONE = Hint(
     "a sequence of exactly max_len tokens is allowed (positions 0 … max_len - 1 exist): raise "
     "only when T > max_len.",
-    lambda got, exp, args: _raised(got, "ValueError") and args[0].shape[-2] == args[1].shape[0])
+    lambda got, exp, args: raised(got, "ValueError") and args[0].shape[-2] == args[1].shape[0])
 
 
 def _whole_table(got: Any, exp: Any, args: tuple) -> bool:
@@ -191,9 +172,9 @@ def _whole_table(got: Any, exp: Any, args: tuple) -> bool:
     T, max_len = args[0].shape[-2], args[1].shape[0]
     if T >= max_len:
         return False
-    if _raised(got):
+    if raised(got):
         return "must match the size of tensor" in got
-    t = _tensor(got)
+    t = as_tensor(got)
     return t is not None and t.dim() >= 2 and t.shape[-2] == max_len
 
 
@@ -207,12 +188,12 @@ LEARNED_HINTS = (LEARNED_BATCH_AXIS, LEARNED_NOT_ADDED, LEARNED_NO_CHECK, LEARNE
 
 def _learned_check(got: Any, expected: Any, args: tuple) -> str | None:
     """Tensors as usual; where the reference raised ValueError, any ValueError passes."""
-    if _raised(expected):
-        if _raised(got, "ValueError"):
+    if raised(expected):
+        if raised(got, "ValueError"):
             return None
         return f"expected a ValueError for T = {args[0].shape[-2]} > max_len = {args[1].shape[0]}, " + (
-            f"but your module {got}" if _raised(got) else "but your module returned a result")
-    if _raised(got):
+            f"but your module {got}" if raised(got) else "but your module returned a result")
+    if raised(got):
         return f"your module {got}"
     return describe_difference(got, expected)
 
@@ -240,24 +221,24 @@ def loaded(cls: Callable, W: torch.Tensor) -> nn.Module:
 def check_learned_positions(LearnedPositionalEmbedding: Callable) -> None:
     """Integer tables added by hand, the length limit, and gradients reaching the table."""
     W = torch.arange(12.0).reshape(4, 3)  # position t is [3t, 3t + 1, 3t + 2]
-    module = loaded(lambda *shape: _call(LearnedPositionalEmbedding,
+    module = loaded(lambda *shape: call(LearnedPositionalEmbedding,
                                           f"LearnedPositionalEmbedding{shape}", *shape), W)
     x = torch.tensor([[[100.0, 0, 0], [100, 0, 0]], [[0, 0, 0], [0, 0, 200]]])  # (B=2, T=2, d=3)
     expected = torch.tensor([[[100.0, 1, 2], [103, 4, 5]], [[0, 1, 2], [3, 4, 205]]])
     shown = ("LearnedPositionalEmbedding(4, 3) with pos.weight = arange(12).reshape(4, 3), "
              "on x of shape (2, 2, 3)")
-    got = _call(lambda: outcome(lambda: module(x)), shown)
-    if _raised(got):  # an exception: say which mistake raises it, where one is recognised
+    got = call(lambda: outcome(lambda: module(x)), shown)
+    if raised(got):  # an exception: say which mistake raises it, where one is recognised
         hints = [h.text for h in LEARNED_HINTS if h.matches(got, expected, (x, W))]
         raise CheckFailed("\n".join([f"{shown} {got}", *(f"Hint: {h}" for h in hints)]))
-    _expect(got, expected, shown,
-            "position t adds row t of pos.weight to every sequence of the batch.", LEARNED_HINTS,
-            (x, W))
+    expect_example(got, expected, shown,
+                   "position t adds row t of pos.weight to every sequence of the batch.", LEARNED_HINTS,
+                   (x, W))
     lengths = ((torch.zeros(1, 4, 3), W[None], "T == max_len is the longest allowed sequence."),
                (torch.zeros(2, 5, 3), "raised ValueError", "5 positions do not fit a table of 4."))
     for x, expected, why in lengths:
         shown = f"the same module on zeros of shape {tuple(x.shape)}"
-        got = _call(lambda: outcome(lambda: module(x)), shown)
+        got = call(lambda: outcome(lambda: module(x)), shown)
         message = _learned_check(got, expected, (x, W))
         if message is not None:
             hints = [h.text for h in LEARNED_HINTS if h.matches(got, expected, (x, W))]
@@ -266,17 +247,17 @@ def check_learned_positions(LearnedPositionalEmbedding: Callable) -> None:
     if "4" not in got or "5" not in got:
         raise CheckFailed(f"{shown} {got}: name max_len (4) and T (5) in the message, so the "
                           "user knows what to change.")
-    fresh = _call(lambda: LearnedPositionalEmbedding(8, 5), "LearnedPositionalEmbedding(8, 5)")
+    fresh = call(lambda: LearnedPositionalEmbedding(8, 5), "LearnedPositionalEmbedding(8, 5)")
     x = torch.randn(3, 6, 5, requires_grad=True)
-    out = _call(fresh, "LearnedPositionalEmbedding(8, 5)(x)", x)
+    out = call(fresh, "LearnedPositionalEmbedding(8, 5)(x)", x)
     out.sum().backward()
     grad = fresh.pos.weight.grad
     if grad is None:
         raise CheckFailed("no gradient reached pos.weight: look the positions up with self.pos(...) "
                           "so that the table is learned.")
-    _expect(grad, torch.cat([torch.full((6, 5), 3.0), torch.zeros(2, 5)]),
-            "pos.weight.grad after out.sum().backward() on x of shape (3, 6, 5)",
-            "rows 0..5 are used once per sequence (3 sequences), rows 6 and 7 not at all.")
+    expect_example(grad, torch.cat([torch.full((6, 5), 3.0), torch.zeros(2, 5)]),
+                   "pos.weight.grad after out.sum().backward() on x of shape (3, 6, 5)",
+                   "rows 0..5 are used once per sequence (3 sequences), rows 6 and 7 not at all.")
     passed("LearnedPositionalEmbedding", 5)
 
 
@@ -409,14 +390,14 @@ def check_is_permutation_equivariant(is_permutation_equivariant: Callable) -> No
         shown = f"is_permutation_equivariant(<{LAYERS[kind][1]}>, x of shape (2, {T}, 8))"
         why = ("with one position there is nothing to permute: every layer is equivariant." if T == 1
                else f"{LAYERS[kind][1]}: " + ("equivariant." if expected else "not equivariant."))
-        _expect(_call(is_permutation_equivariant, shown, layer, x), expected, shown, why,
-                EQUIV_HINTS, (x, kind, T))
+        expect_example(call(is_permutation_equivariant, shown, layer, x), expected, shown, why,
+                       EQUIV_HINTS, (x, kind, T))
     x = torch.randn(2, 2, 8, generator=g)
     shown = "[is_permutation_equivariant(<causal self-attention no. i>, x of shape (2, 2, 8)) for i in range(8)]"
-    answers = [_call(is_permutation_equivariant, shown, make_layer("causal", 8, seed=100 + i), x)
+    answers = [call(is_permutation_equivariant, shown, make_layer("causal", 8, seed=100 + i), x)
                for i in range(8)]
-    _expect(answers, [False] * 8, shown, "causal self-attention is never equivariant, whichever "
-            "weights it draws.", (EQUIV_FLAKY,), (x, "causal", 100))
+    expect_example(answers, [False] * 8, shown, "causal self-attention is never equivariant, whichever "
+                   "weights it draws.", (EQUIV_FLAKY,), (x, "causal", 100))
     passed("is_permutation_equivariant", len(examples) + 1)
 
 
@@ -434,7 +415,7 @@ def _rope_inputs(args: tuple) -> torch.Tensor:
 
 
 def _keeps_norms(got: Any, x: torch.Tensor, split: str) -> bool:
-    t = _tensor(got)
+    t = as_tensor(got)
     if t is None or t.shape != x.shape or not t.dtype.is_floating_point:
         return False
     t, h = t.double(), x.shape[-1] // 2
@@ -454,16 +435,16 @@ ROPE_HALF_SPLIT = Hint(
 ROPE_DIRECTION = Hint(
     "each pair is rotated by the right angle in the wrong direction: the rotation by +tθ maps "
     "(a, b) to (a cos − b sin, a sin + b cos).",
-    lambda got, exp, args: _close(
+    lambda got, exp, args: close(
         torch.view_as_real(_pairs_as_complex(_rope_inputs(args)) * (
             _pairs_as_complex(exp) / _pairs_as_complex(_rope_inputs(args))).conj()).flatten(-2),
-        _tensor(got).double()))
+        as_tensor(got).double()))
 ROPE_ANGLE = Hint(
     "each pair keeps its length (so it is a rotation) but by the wrong angle: pair i at position t "
     "turns by t·θ_i, θ_i = base^(−2i/d); positions run along dim -2 (use the positions argument "
     "when given), frequencies along the pairs.",
     lambda got, exp, args: (_keeps_norms(got, _rope_inputs(args), "adjacent")
-                            and not _close(got, exp.cpu()) and not ROPE_DIRECTION.matches(got, exp, args)))
+                            and not close(got, exp.cpu()) and not ROPE_DIRECTION.matches(got, exp, args)))
 ROPE_PRECISION = Hint(
     "for a low-precision x (bfloat16, float16): compute the angles, cos and sin in "
     "float32 (float64 when x is float64) and cast the result back to x.dtype at the end.",
@@ -477,42 +458,42 @@ def check_apply_rope(apply_rope: Callable) -> None:
     x = torch.tensor([[1.0, 0.0]] * 3, dtype=torch.float64)
     expected = torch.tensor([[1.0, 0.0], [c(1), s(1)], [c(2), s(2)]], dtype=torch.float64)
     shown = "apply_rope([[1., 0.]] * 3) (T = 3, d = 2, float64)"
-    _expect(_call(apply_rope, shown, x), expected, shown,
-            "with d = 2 there is one pair, θ_0 = 1: position t turns (1, 0) to (cos t, sin t).",
-            ROPE_HINTS, (x,))
+    expect_example(call(apply_rope, shown, x), expected, shown,
+                   "with d = 2 there is one pair, θ_0 = 1: position t turns (1, 0) to (cos t, sin t).",
+                   ROPE_HINTS, (x,))
     x = torch.tensor([[0.0, 1.0, 0.0, 1.0]], dtype=torch.float64)
     positions = torch.tensor([1])
     expected = torch.tensor([[-s(1), c(1), -s(0.01), c(0.01)]], dtype=torch.float64)
     shown = "apply_rope([[0., 1., 0., 1.]], positions=torch.tensor([1]))"
-    _expect(_call(apply_rope, shown, x, positions), expected, shown,
-            "pairs (0, 1) and (2, 3) turn by 1·θ_0 = 1 and 1·θ_1 = 1/100: (0, 1) ↦ (−sin, cos).",
-            ROPE_HINTS, (x, positions))
+    expect_example(call(apply_rope, shown, x, positions), expected, shown,
+                   "pairs (0, 1) and (2, 3) turn by 1·θ_0 = 1 and 1·θ_1 = 1/100: (0, 1) ↦ (−sin, cos).",
+                   ROPE_HINTS, (x, positions))
     g = torch.Generator().manual_seed(8)
     x = torch.randn(2, 3, 7, 10, generator=g)  # (B, H, T, d)
     shown = "apply_rope(<random float32 x of shape (2, 3, 7, 10)>)"
-    got = _call(apply_rope, shown, x)
-    t = _tensor(got)
+    got = call(apply_rope, shown, x)
+    t = as_tensor(got)
     if t is None or t.shape != x.shape or t.dtype != x.dtype:
-        _expect(got, x, shown, "the result has x's shape and dtype.")
-    _expect(t[..., 0, :], x[..., 0, :], shown + "[..., 0, :]", "position 0 is not rotated.",
-            ROPE_HINTS, (x,))
-    _expect(t.norm(dim=-1), x.norm(dim=-1), shown + ": norms of each vector",
-            "a rotation keeps lengths.", ROPE_HINTS, (x,))
+        expect_example(got, x, shown, "the result has x's shape and dtype.")
+    expect_example(t[..., 0, :], x[..., 0, :], shown + "[..., 0, :]", "position 0 is not rotated.",
+                   ROPE_HINTS, (x,))
+    expect_example(t.norm(dim=-1), x.norm(dim=-1), shown + ": norms of each vector",
+                   "a rotation keeps lengths.", ROPE_HINTS, (x,))
     q, k = torch.randn(2, 8, generator=g, dtype=torch.float64)
     scores = []
     for m, n in ((3, 1), (10, 8), (102, 100), (2, 0)):
-        rq = _call(apply_rope, "apply_rope(q[None], positions)", q[None], torch.tensor([m]))
-        rk = _call(apply_rope, "apply_rope(k[None], positions)", k[None], torch.tensor([n]))
+        rq = call(apply_rope, "apply_rope(q[None], positions)", q[None], torch.tensor([m]))
+        rk = call(apply_rope, "apply_rope(k[None], positions)", k[None], torch.tensor([n]))
         scores.append(float((rq * rk).sum()))
-    _expect(torch.tensor(scores, dtype=torch.float64), torch.full((4,), scores[-1], dtype=torch.float64),
-            "q·k scores of RoPE-rotated q at m and k at n for (m, n) = (3, 1), (10, 8), (102, 100), (2, 0)",
-            "the score must depend on the offset m − n = 2 only: rotate q and k by the same rule.")
+    expect_example(torch.tensor(scores, dtype=torch.float64), torch.full((4,), scores[-1], dtype=torch.float64),
+                   "q·k scores of RoPE-rotated q at m and k at n for (m, n) = (3, 1), (10, 8), (102, 100), (2, 0)",
+                   "the score must depend on the offset m − n = 2 only: rotate q and k by the same rule.")
     count = 5
     if torch.cuda.is_available():
         xc = x.cuda()
         shown = "apply_rope(x.cuda())"
-        _expect(_call(apply_rope, shown, xc), t.cuda(), shown, "the result lives on x's device; "
-                "create positions with device=x.device.", ROPE_HINTS, (x,))
+        expect_example(call(apply_rope, shown, xc), t.cuda(), shown, "the result lives on x's device; "
+                       "create positions with device=x.device.", ROPE_HINTS, (x,))
         count += 1
     passed("apply_rope", count)
 
@@ -527,7 +508,7 @@ def _like(dtype: torch.dtype) -> torch.Tensor:
 
 
 def _table(T_range: tuple[int, int], d_choices: tuple[int, ...], dtype=torch.float32):
-    return lambda g: (_like(dtype), _int(g, *T_range), _pick(g, d_choices))
+    return lambda g: (_like(dtype), randint(g, *T_range), pick(g, d_choices))
 
 
 TABLE_CALL = "lambda like, T, d: sinusoidal_table(T, d, dtype=like.dtype, device=like.device)"
@@ -535,17 +516,17 @@ TABLE_CHECK = _angle_check(lambda args: args[1], lambda args: 1.0)
 
 
 def _learned(g, B=None, T=None, extra=None, dtype=torch.float32):
-    max_len, d = _int(g, 4, 12), _int(g, 3, 9)
-    T = T if T is not None else _int(g, 2, max_len)
+    max_len, d = randint(g, 4, 12), randint(g, 3, 9)
+    T = T if T is not None else randint(g, 2, max_len)
     T = max_len + extra if extra is not None else T
-    B = B if B is not None else _int(g, 2, 5)
+    B = B if B is not None else randint(g, 2, 5)
     return torch.randn(B, T, d, generator=g, dtype=dtype), torch.randn(max_len, d, generator=g, dtype=dtype)
 
 
 def _equiv(kind: str, T_range: tuple[int, int], dtype=torch.float32):
     def make(g):
-        T, C = _int(g, *T_range), _pick(g, (6, 8, 10))
-        return torch.randn(_int(g, 1, 4), T, C, generator=g, dtype=dtype), kind, _int(g, 0, 10**6)
+        T, C = randint(g, *T_range), pick(g, (6, 8, 10))
+        return torch.randn(randint(g, 1, 4), T, C, generator=g, dtype=dtype), kind, randint(g, 0, 10**6)
     return make
 
 
@@ -556,7 +537,7 @@ def _rope(shape_of: Callable, dtype=torch.float32, positions: str = "none", star
         T = shape[-2]
         if positions == "none":
             return (x,)
-        first = _int(g, *start)
+        first = randint(g, *start)
         if positions == "offset":
             return x, torch.arange(first, first + T)
         return x, torch.randint(0, 200, (T,), generator=g)  # "random": any order, repeats allowed
@@ -572,7 +553,7 @@ ROPE_CHECK = _angle_check(_rope_max_position, lambda args: float(args[0].detach(
 
 
 def _bhtd(g):
-    return _int(g, 1, 3), _int(g, 1, 4), _int(g, 2, 9), 2 * _int(g, 1, 7)
+    return randint(g, 1, 3), randint(g, 1, 4), randint(g, 2, 9), 2 * randint(g, 1, 7)
 
 
 CASES: dict[str, list[Case]] = {
@@ -611,16 +592,16 @@ CASES: dict[str, list[Case]] = {
     ],
     "test_apply_rope": [
         Case(ROPE_CALL, _rope(_bhtd), "(B, H, T, d) float32, default positions", ROPE_HINTS, ROPE_CHECK),
-        Case(ROPE_CALL, _rope(lambda g: (_int(g, 2, 12), _pick(g, (6, 10, 18))), torch.float64),
+        Case(ROPE_CALL, _rope(lambda g: (randint(g, 2, 12), pick(g, (6, 10, 18))), torch.float64),
              "(T, d) float64, d not a power of two", ROPE_HINTS, ROPE_CHECK),
-        Case(ROPE_CALL, _rope(lambda g: (_int(g, 1, 3), 1, _pick(g, (2, 8)))), "T = 1", ROPE_HINTS,
+        Case(ROPE_CALL, _rope(lambda g: (randint(g, 1, 3), 1, pick(g, (2, 8)))), "T = 1", ROPE_HINTS,
              ROPE_CHECK),
-        Case(ROPE_CALL, _rope(lambda g: (_int(g, 2, 9), 2)), "d = 2 (one pair)", ROPE_HINTS, ROPE_CHECK),
+        Case(ROPE_CALL, _rope(lambda g: (randint(g, 2, 9), 2)), "d = 2 (one pair)", ROPE_HINTS, ROPE_CHECK),
         Case(ROPE_CALL, _rope(_bhtd, positions="offset", start=(20, 90)),
              "positions start at an offset (as when decoding with a cache)", ROPE_HINTS, ROPE_CHECK),
-        Case(ROPE_CALL, _rope(lambda g: (2, _int(g, 3, 9), 8), torch.float64, positions="random"),
+        Case(ROPE_CALL, _rope(lambda g: (2, randint(g, 3, 9), 8), torch.float64, positions="random"),
              "positions in any order, with repeats", ROPE_HINTS, ROPE_CHECK),
-        Case(ROPE_CALL, _rope(lambda g: (2, _int(g, 3, 9), 16), torch.bfloat16, positions="offset",
+        Case(ROPE_CALL, _rope(lambda g: (2, randint(g, 3, 9), 16), torch.bfloat16, positions="offset",
                               start=(150, 200)),
              "bfloat16 x at positions 150 and up", ROPE_HINTS, ROPE_CHECK),
     ],
@@ -638,7 +619,7 @@ CASES: dict[str, list[Case]] = {
              _learned_check),
         Case(LEARNED_CALL, lambda g: _learned(g, extra=0), "T == max_len", LEARNED_HINTS,
              _learned_check),
-        Case(LEARNED_CALL, lambda g: _learned(g, extra=_int(g, 1, 4)),
+        Case(LEARNED_CALL, lambda g: _learned(g, extra=randint(g, 1, 4)),
              "T > max_len: ValueError expected", LEARNED_HINTS, _learned_check),
     ],
 }

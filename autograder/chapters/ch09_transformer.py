@@ -25,12 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import call, close, cpu64, expect_example, param_shapes, randint, randn
 from ..spec import Case, CheckFailed, Hint, expect, passed
-from .ch01_tokens import _call, _close, _expect, _int
-
-
-def _cpu64(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().cpu().double()
 
 
 # ----------------------------------------------------------------------------------------
@@ -39,7 +35,7 @@ def _cpu64(x: torch.Tensor) -> torch.Tensor:
 
 def _ln_variant(x, weight, bias, eps=1e-5, unbiased=False, eps_outside=False, dim=-1, affine=True):
     """LayerNorm along ``dim`` with one mistake built in (float64, CPU)."""
-    x, weight, bias = _cpu64(x), _cpu64(weight), _cpu64(bias)
+    x, weight, bias = cpu64(x), cpu64(weight), cpu64(bias)
     mean = x.mean(dim, keepdim=True)
     var = x.var(dim, keepdim=True, unbiased=unbiased)
     z = (x - mean) / (var.sqrt() + eps if eps_outside else (var + eps).sqrt())
@@ -54,21 +50,21 @@ def _ln_args(args: tuple) -> tuple:
 def _ln_hint(**mistake) -> Callable:
     def applies(got, exp, args):
         x, weight, bias, eps = _ln_args(args)
-        return _close(got, _ln_variant(x, weight, bias, eps, **mistake))
+        return close(got, _ln_variant(x, weight, bias, eps, **mistake))
     return applies
 
 
 def _ln_other_axis(got, exp, args):
     x, weight, bias, eps = _ln_args(args)
-    return x.dim() > 1 and x.shape[0] == x.shape[-1] and _close(
+    return x.dim() > 1 and x.shape[0] == x.shape[-1] and close(
         got, _ln_variant(x.transpose(0, -1), weight, bias, eps).transpose(0, -1))
 
 
 def _ln_all_axes(got, exp, args):
     x, weight, bias, eps = _ln_args(args)
-    x = _cpu64(x)
+    x = cpu64(x)
     mean, var = x.mean(), x.var(unbiased=False)
-    return x.dim() > 1 and _close(got, (x - mean) / (var + eps).sqrt() * _cpu64(weight) + _cpu64(bias))
+    return x.dim() > 1 and close(got, (x - mean) / (var + eps).sqrt() * cpu64(weight) + cpu64(bias))
 
 
 LN_UNBIASED = Hint(
@@ -97,9 +93,9 @@ def _ln_no_keepdim(got, exp, args):
     x, weight, bias, eps = _ln_args(args)
     if x.dim() != 2 or x.shape[0] != x.shape[1]:
         return False
-    x = _cpu64(x)
+    x = cpu64(x)
     mean, var = x.mean(-1), x.var(-1, unbiased=False)
-    return _close(got, (x - mean) / (var + eps).sqrt() * _cpu64(weight) + _cpu64(bias))
+    return close(got, (x - mean) / (var + eps).sqrt() * cpu64(weight) + cpu64(bias))
 
 
 LN_NO_KEEPDIM = Hint(_KEEPDIM_TEXT, _ln_no_keepdim)
@@ -107,9 +103,9 @@ LN_HINTS = (LN_UNBIASED, LN_EPS_OUTSIDE, LN_NO_AFFINE, LN_AXIS, LN_ALL, LN_NO_KE
 
 
 def _ln_call(layer_norm: Callable, shown: str, *args):
-    """_call, plus the keepdim hint when the shapes do not broadcast (the usual cause here)."""
+    """:func:`call`, plus the keepdim hint when the shapes do not broadcast (the usual cause here)."""
     try:
-        return _call(layer_norm, shown, *args)
+        return call(layer_norm, shown, *args)
     except CheckFailed as failure:
         if "must match the size" in str(failure):
             raise CheckFailed(f"{failure}\nHint: {_KEEPDIM_TEXT}") from failure.__cause__
@@ -139,16 +135,16 @@ def check_layer_norm(layer_norm: Callable) -> None:
          "are 0 and only the bias is left."),
     ]
     for args, expected, shown, why in examples:
-        _expect(_ln_call(layer_norm, shown, *args), expected, shown, why, LN_HINTS, args)
+        expect_example(_ln_call(layer_norm, shown, *args), expected, shown, why, LN_HINTS, args)
     g = torch.Generator().manual_seed(0)
     count = len(examples)
     for shape, dtype in (((2, 5, 8), torch.float64), ((3, 6), torch.float32), ((4, 4), torch.float64)):
         x = torch.randn(*shape, generator=g, dtype=dtype) * 3 + 1
         w, b = (torch.randn(shape[-1], generator=g, dtype=dtype) for _ in range(2))
         shown = f"layer_norm(<random {str(dtype)[6:]} {shape}>, weight, bias)"
-        _expect(_ln_call(layer_norm, shown, x, w, b), F.layer_norm(x, shape[-1:], w, b), shown,
-                "the result must equal F.layer_norm(x, (d,), weight, bias, eps=1e-5).",
-                LN_HINTS, (x, w, b))
+        expect_example(_ln_call(layer_norm, shown, x, w, b), F.layer_norm(x, shape[-1:], w, b), shown,
+                       "the result must equal F.layer_norm(x, (d,), weight, bias, eps=1e-5).",
+                       LN_HINTS, (x, w, b))
         count += 1
     passed("layer_norm", count)
 
@@ -157,13 +153,9 @@ def check_layer_norm(layer_norm: Callable) -> None:
 # Exercise 2: the position-wise feed-forward network
 # ----------------------------------------------------------------------------------------
 
-def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(p.shape) for name, p in module.named_parameters()}
-
-
 def _ffn_args(args: tuple) -> tuple:
     d_model, d_ff, sd, x = args
-    return {k: _cpu64(v) for k, v in sd.items()}, _cpu64(x)
+    return {k: cpu64(v) for k, v in sd.items()}, cpu64(x)
 
 
 def _ffn_variant(args, act_out=False, act=F.relu):
@@ -175,24 +167,24 @@ def _ffn_variant(args, act_out=False, act=F.relu):
 
 FFN_RELU_OUT = Hint("the output went through a ReLU too (no negative values): the second linear "
                     "map has no activation, FFN(x) = linear2(relu(linear1(x))).",
-                    lambda got, exp, args: _close(got, _ffn_variant(args, act_out=True)))
+                    lambda got, exp, args: close(got, _ffn_variant(args, act_out=True)))
 FFN_NO_RELU = Hint("there is no nonlinearity: apply F.relu between linear1 and linear2 (two "
                    "linear maps in a row are just one linear map).",
-                   lambda got, exp, args: _close(got, _ffn_variant(args, act=lambda h: h)))
+                   lambda got, exp, args: close(got, _ffn_variant(args, act=lambda h: h)))
 FFN_GELU = Hint("this is GELU; the original Transformer (and nn.TransformerEncoderLayer's "
-                "default) uses ReLU.", lambda got, exp, args: _close(got, _ffn_variant(args, act=F.gelu)))
+                "default) uses ReLU.", lambda got, exp, args: close(got, _ffn_variant(args, act=F.gelu)))
 FFN_HINTS = (FFN_RELU_OUT, FFN_NO_RELU, FFN_GELU)
 
 
 def check_feed_forward(FeedForward: Callable) -> None:
     """Parameter names and shapes (4× width by default), position-wise, then F.linear/F.relu."""
-    module = _call(FeedForward, "FeedForward(6)", 6)
-    expect(_shapes(module), {"linear1.weight": (24, 6), "linear1.bias": (24,),
-                             "linear2.weight": (6, 24), "linear2.bias": (6,)},
+    module = call(FeedForward, "FeedForward(6)", 6)
+    expect(param_shapes(module), {"linear1.weight": (24, 6), "linear1.bias": (24,),
+                                  "linear2.weight": (6, 24), "linear2.bias": (6,)},
            "FeedForward(6)'s parameters (name -> shape)",
            ["linear1 = nn.Linear(d_model, d_ff) and linear2 = nn.Linear(d_ff, d_model), with "
             "biases; d_ff defaults to 4 * d_model = 24."])
-    expect(_shapes(_call(FeedForward, "FeedForward(6, 10)", 6, 10))["linear1.weight"], (10, 6),
+    expect(param_shapes(call(FeedForward, "FeedForward(6, 10)", 6, 10))["linear1.weight"], (10, 6),
            "FeedForward(6, 10).linear1.weight.shape", ["d_ff = 10 when it is given."])
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 6, generator=g)
@@ -201,14 +193,14 @@ def check_feed_forward(FeedForward: Callable) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
         args = (6, 24, dict(module.state_dict()), x)
         shown = "FeedForward(6)(<random (2, 5, 6) x>)"
-        got = _call(module, shown, x)
-        _expect(got, _ffn_variant(args).float(), shown,
-                "FFN(x) = linear2(relu(linear1(x))), shape (B, T, d_model) = (2, 5, 6).", FFN_HINTS, args)
+        got = call(module, shown, x)
+        expect_example(got, _ffn_variant(args).float(), shown,
+                       "FFN(x) = linear2(relu(linear1(x))), shape (B, T, d_model) = (2, 5, 6).", FFN_HINTS, args)
         perm = torch.tensor([4, 2, 0, 1, 3])
         shown = "FeedForward(6)(x[:, perm]) compared with FeedForward(6)(x)[:, perm]"
-        _expect(_call(module, shown, x[:, perm]), got[:, perm], shown,
-                "the network acts on every position on its own: shuffling the positions of the "
-                "input shuffles the output the same way.")
+        expect_example(call(module, shown, x[:, perm]), got[:, perm], shown,
+                       "the network acts on every position on its own: shuffling the positions of the "
+                       "input shuffles the output the same way.")
     passed("FeedForward", 4)
 
 
@@ -225,7 +217,7 @@ def _torch_encoder_layer(dims, sd, norm_first) -> nn.TransformerEncoderLayer:
     d_model, n_heads, d_ff = dims
     layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, batch_first=True,
                                        norm_first=norm_first).double()
-    layer.load_state_dict({k: _cpu64(v) for k, v in sd.items()})
+    layer.load_state_dict({k: cpu64(v) for k, v in sd.items()})
     return layer
 
 
@@ -233,7 +225,7 @@ def _torch_decoder_layer(dims, sd, norm_first) -> nn.TransformerDecoderLayer:
     d_model, n_heads, d_ff = dims
     layer = nn.TransformerDecoderLayer(d_model, n_heads, d_ff, dropout=0.0, batch_first=True,
                                        norm_first=norm_first).double()
-    layer.load_state_dict({k: _cpu64(v) for k, v in sd.items()})
+    layer.load_state_dict({k: cpu64(v) for k, v in sd.items()})
     return layer
 
 
@@ -247,7 +239,7 @@ def _encoder_variant(args, norm_first=None, pad="same"):
     mask = {"same": _mask64(pad_mask), "none": None,
             "inverted": None if pad_mask is None else ~_mask64(pad_mask)}[pad]
     with torch.no_grad():
-        return layer(_cpu64(x), src_key_padding_mask=mask)
+        return layer(cpu64(x), src_key_padding_mask=mask)
 
 
 def _decoder_variant(args, norm_first=None, causal=True, tgt_pad=True, mem_pad=True, inverted=False,
@@ -258,7 +250,7 @@ def _decoder_variant(args, norm_first=None, causal=True, tgt_pad=True, mem_pad=T
     if diagonal_blocked:  # triu(0): a query may not attend to itself
         mask = torch.ones(y.shape[1], y.shape[1], dtype=torch.bool).triu(0)
     with torch.no_grad():
-        return layer(_cpu64(y), _cpu64(memory), tgt_mask=mask,
+        return layer(cpu64(y), cpu64(memory), tgt_mask=mask,
                      tgt_key_padding_mask=_mask64(tgt_mask) if tgt_pad else None,
                      memory_key_padding_mask=_mask64(mem_mask) if mem_pad else None)
 
@@ -268,7 +260,7 @@ def _residual_from_normed(args, decoder: bool):
     x instead of x itself."""
     if decoder:
         dims, sd, x, memory, tgt_mask, mem_mask, _ = args
-        layer, memory = _torch_decoder_layer(dims, sd, True), _cpu64(memory)
+        layer, memory = _torch_decoder_layer(dims, sd, True), cpu64(memory)
         causal = _causal(x.shape[1])
         sublayers = [(layer.norm1, lambda h: layer.self_attn(h, h, h, attn_mask=causal,
                                                              key_padding_mask=_mask64(tgt_mask))[0]),
@@ -280,7 +272,7 @@ def _residual_from_normed(args, decoder: bool):
         layer = _torch_encoder_layer(dims, sd, True)
         sublayers = [(layer.norm1, lambda h: layer.self_attn(h, h, h, key_padding_mask=_mask64(pad_mask))[0]),
                      (layer.norm2, lambda h: layer.linear2(F.relu(layer.linear1(h))))]
-    x = _cpu64(x)
+    x = cpu64(x)
     with torch.no_grad():
         for norm, f in sublayers:
             h = norm(x)
@@ -312,11 +304,11 @@ def _placement_text(layer: str) -> str:
 
 
 ENC_PLACEMENT = Hint(_placement_text("nn.TransformerEncoderLayer"),
-                     lambda got, exp, args: _close(got, _encoder_variant(args, norm_first=not args[4])))
+                     lambda got, exp, args: close(got, _encoder_variant(args, norm_first=not args[4])))
 ENC_NO_PAD = Hint("the output ignores the padding mask: pass key_padding_mask=... to self_attn, so "
                   "no position attends to padding.",
                   lambda got, exp, args: args[3] is not None and bool(args[3].any())
-                  and _close(got, _encoder_variant(args, pad="none")))
+                  and close(got, _encoder_variant(args, pad="none")))
 ENC_PAD_INVERTED = Hint("the padding mask is inverted: here True = padding (nn.MultiheadAttention's "
                         "convention, the opposite of F.scaled_dot_product_attention's attn_mask).",
                         lambda got, exp, args: args[3] is not None
@@ -324,7 +316,7 @@ ENC_PAD_INVERTED = Hint("the padding mask is inverted: here True = padding (nn.M
 ENC_BATCH_FIRST = Hint("the output is what a layer gives when it reads x as (S, B, d_model): create "
                        "nn.MultiheadAttention(d_model, n_heads, batch_first=True), since x is "
                        "(B, S, d_model).",
-                       lambda got, exp, args: args[3] is None and args[2].shape[0] > 1 and _close(
+                       lambda got, exp, args: args[3] is None and args[2].shape[0] > 1 and close(
                            got, _encoder_variant((*args[:2], args[2].transpose(0, 1), *args[3:]))
                            .transpose(0, 1)))
 ENC_RESIDUAL_NORMED = Hint(_RESIDUAL_TEXT, lambda got, exp, args: args[4]
@@ -332,19 +324,19 @@ ENC_RESIDUAL_NORMED = Hint(_RESIDUAL_TEXT, lambda got, exp, args: args[4]
 ENCODER_HINTS = (ENC_PLACEMENT, ENC_NO_PAD, ENC_PAD_INVERTED, ENC_BATCH_FIRST, ENC_RESIDUAL_NORMED)
 
 DEC_PLACEMENT = Hint(_placement_text("nn.TransformerDecoderLayer"),
-                     lambda got, exp, args: _close(got, _decoder_variant(args, norm_first=not args[6])))
+                     lambda got, exp, args: close(got, _decoder_variant(args, norm_first=not args[6])))
 DEC_NO_CAUSAL = Hint("the decoder's self-attention sees the future: pass a causal attn_mask to "
                      "self_attn (True above the diagonal = blocked, torch.ones(T, T).triu(1).bool()).",
                      lambda got, exp, args: args[2].shape[1] > 1
-                     and _close(got, _decoder_variant(args, causal=False)))
+                     and close(got, _decoder_variant(args, causal=False)))
 DEC_NO_MEMORY_PAD = Hint("cross-attention attends to the source's padding: pass "
                          "key_padding_mask=memory_key_padding_mask to multihead_attn.",
                          lambda got, exp, args: args[5] is not None and bool(args[5].any())
-                         and _close(got, _decoder_variant(args, mem_pad=False)))
+                         and close(got, _decoder_variant(args, mem_pad=False)))
 DEC_NO_TGT_PAD = Hint("masked self-attention ignores the target's padding mask: pass "
                       "key_padding_mask=tgt_key_padding_mask to self_attn.",
                       lambda got, exp, args: args[4] is not None and bool(args[4].any())
-                      and _close(got, _decoder_variant(args, tgt_pad=False)))
+                      and close(got, _decoder_variant(args, tgt_pad=False)))
 DEC_CAUSAL_INVERTED = Hint("the causal mask is inverted: with nn.MultiheadAttention a boolean attn_mask "
                            "is True where attention is *blocked*, i.e. above the diagonal "
                            "(torch.ones(T, T, dtype=torch.bool).triu(1)), not the lower triangle.",
@@ -384,7 +376,7 @@ def check_encoder_layer(EncoderLayer: Callable) -> None:
     count = 0
     for norm_first in (False, True):
         shown = f"EncoderLayer(8, 2, 12, norm_first={norm_first})"
-        layer = _call(EncoderLayer, shown, 8, 2, 12, norm_first)
+        layer = call(EncoderLayer, shown, 8, 2, 12, norm_first)
         reference = nn.TransformerEncoderLayer(8, 2, 12, dropout=0.0, batch_first=True,
                                                norm_first=norm_first)
         _check_names(layer, reference, shown)
@@ -393,14 +385,14 @@ def check_encoder_layer(EncoderLayer: Callable) -> None:
         x = torch.randn(2, 5, 8, generator=g)
         for label, mask in (("no mask", None), ("padding mask for lengths [5, 3]", _pad_mask([5, 3], 5))):
             args = ((8, 2, 12), dict(reference.state_dict()), x, mask, norm_first)
-            call = f"{shown}(<random (2, 5, 8) x>, {label})"
+            described = f"{shown}(<random (2, 5, 8) x>, {label})"
             with torch.no_grad():
-                got = _call(lambda: layer(x, mask) if mask is not None else layer(x), call)
+                got = call(lambda: layer(x, mask) if mask is not None else layer(x), described)
                 expected = reference(x, src_key_padding_mask=mask)
-            _expect(got, expected, call,
-                    "the output must equal nn.TransformerEncoderLayer(..., dropout=0.0, "
-                    f"batch_first=True, norm_first={norm_first}) with the same weights.",
-                    ENCODER_HINTS, args)
+            expect_example(got, expected, described,
+                           "the output must equal nn.TransformerEncoderLayer(..., dropout=0.0, "
+                           f"batch_first=True, norm_first={norm_first}) with the same weights.",
+                           ENCODER_HINTS, args)
             count += 1
     passed("EncoderLayer", count + 2)
 
@@ -411,7 +403,7 @@ def check_decoder_layer(DecoderLayer: Callable) -> None:
     count = 0
     for norm_first in (False, True):
         shown = f"DecoderLayer(8, 2, 12, norm_first={norm_first})"
-        layer = _call(DecoderLayer, shown, 8, 2, 12, norm_first)
+        layer = call(DecoderLayer, shown, 8, 2, 12, norm_first)
         reference = nn.TransformerDecoderLayer(8, 2, 12, dropout=0.0, batch_first=True,
                                                norm_first=norm_first)
         _check_names(layer, reference, shown)
@@ -422,23 +414,23 @@ def check_decoder_layer(DecoderLayer: Callable) -> None:
                                         ("target lengths [4, 2], source lengths [6, 3]",
                                          _pad_mask([4, 2], 4), _pad_mask([6, 3], 6))):
             args = ((8, 2, 12), dict(reference.state_dict()), y, memory, tgt_pad, mem_pad, norm_first)
-            call = f"{shown}(<random (2, 4, 8) y>, <random (2, 6, 8) memory>, {label})"
+            described = f"{shown}(<random (2, 4, 8) y>, <random (2, 6, 8) memory>, {label})"
             with torch.no_grad():
-                got = _call(lambda: layer(y, memory, tgt_pad, mem_pad), call)
+                got = call(lambda: layer(y, memory, tgt_pad, mem_pad), described)
                 expected = reference(y, memory, tgt_mask=_causal(4), tgt_key_padding_mask=tgt_pad,
                                      memory_key_padding_mask=mem_pad)
-            _expect(got, expected, call,
-                    "the output must equal nn.TransformerDecoderLayer(..., dropout=0.0, batch_first="
-                    f"True, norm_first={norm_first}) called with tgt_mask = the causal mask and the "
-                    "same padding masks.", DECODER_HINTS, args)
+            expect_example(got, expected, described,
+                           "the output must equal nn.TransformerDecoderLayer(..., dropout=0.0, batch_first="
+                           f"True, norm_first={norm_first}) called with tgt_mask = the causal mask and the "
+                           "same padding masks.", DECODER_HINTS, args)
             count += 1
         with torch.no_grad():
             changed = y.clone()
             changed[:, 2:] += 1.0  # change the future of positions 0 and 1
-            call = f"{shown}: positions 0-1 after changing positions 2-3 of y"
-            _expect(_call(lambda: layer(changed, memory)[:, :2], call), layer(y, memory)[:, :2], call,
-                    "position t may only depend on positions 0..t of y: changing later positions "
-                    "must not change it.", DECODER_HINTS, args)
+            described = f"{shown}: positions 0-1 after changing positions 2-3 of y"
+            expect_example(call(lambda: layer(changed, memory)[:, :2], described), layer(y, memory)[:, :2], described,
+                           "position t may only depend on positions 0..t of y: changing later positions "
+                           "must not change it.", DECODER_HINTS, args)
         count += 1
     passed("DecoderLayer", count + 2)
 
@@ -470,7 +462,7 @@ def _torch_model(cfg, sd) -> tuple[nn.Transformer, dict]:
         warnings.simplefilter("ignore")
         core = nn.Transformer(d_model, n_heads, n_layers, n_layers, d_ff, dropout=0.0,
                               batch_first=True, norm_first=norm_first).double()
-    sd = {k: _cpu64(v) for k, v in sd.items()}
+    sd = {k: cpu64(v) for k, v in sd.items()}
     core.load_state_dict({_theirs(k): v for k, v in sd.items()
                           if k.startswith(("encoder_layers", "decoder_layers", "enc_norm", "dec_norm"))})
     return core, sd
@@ -501,24 +493,24 @@ def _has(mask) -> bool:
 MODEL_NO_MEMORY_PAD = Hint("the decoder's cross-attention attends to the source's padding: pass "
                            "src_key_padding_mask to every decoder layer as its "
                            "memory_key_padding_mask.",
-                           lambda got, exp, args: _has(args[4]) and _close(got, _model_variant(args, mem_pad=False)))
+                           lambda got, exp, args: _has(args[4]) and close(got, _model_variant(args, mem_pad=False)))
 MODEL_NO_TGT_PAD = Hint("the decoder ignores the target's padding mask: pass tgt_key_padding_mask to "
                         "every decoder layer.",
-                        lambda got, exp, args: _has(args[5]) and _close(got, _model_variant(args, tgt_pad=False)))
+                        lambda got, exp, args: _has(args[5]) and close(got, _model_variant(args, tgt_pad=False)))
 MODEL_NO_FINAL_NORM = Hint("the final LayerNorms are missing: like nn.Transformer, apply self.enc_norm "
                            "to the encoder's output (the memory) and self.dec_norm before lm_head.",
-                           lambda got, exp, args: _close(got, _model_variant(args, final_norms=False)))
+                           lambda got, exp, args: close(got, _model_variant(args, final_norms=False)))
 MODEL_NO_POSITIONS = Hint("the positions are missing: add self.pos_embed(torch.arange(T)) to the "
                           "token embeddings of both the source and the target.",
-                          lambda got, exp, args: _close(got, _model_variant(args, positions=False)))
+                          lambda got, exp, args: close(got, _model_variant(args, positions=False)))
 MODEL_NO_ENC_PAD = Hint("the encoder attends to the source's padding: pass src_key_padding_mask to "
                         "every encoder layer too (not only to the decoder's cross-attention).",
-                        lambda got, exp, args: _has(args[4]) and _close(got, _model_variant(args, enc_pad=False)))
+                        lambda got, exp, args: _has(args[4]) and close(got, _model_variant(args, enc_pad=False)))
 
 
 def _positions_from_1(got, exp, args) -> bool:
     S, T, max_len = args[2].shape[1], args[3].shape[1], args[0][6]
-    return any(_close(got, _model_variant(args, src_start=s, tgt_start=1))
+    return any(close(got, _model_variant(args, src_start=s, tgt_start=1))
                for s in (0, 1) if max(S + s, T + 1) <= max_len)
 
 
@@ -545,7 +537,7 @@ def check_transformer(Transformer: Callable) -> None:
     for norm_first in (False, True):
         cfg = (11, 9, 8, 2, 2, 12, 16, norm_first)
         shown = f"Transformer(11, 9, d_model=8, n_heads=2, n_layers=2, d_ff=12, max_len=16, norm_first={norm_first})"
-        model = _call(Transformer, shown, *cfg)
+        model = call(Transformer, shown, *cfg)
         sd = _random_state(model, g, torch.float64)
         model = model.double()
         model.load_state_dict(sd)
@@ -555,13 +547,13 @@ def check_transformer(Transformer: Callable) -> None:
         src[src_pad], tgt[tgt_pad] = 0, 0
         for label, masks in (("no padding", (None, None)), ("padding masks", (src_pad, tgt_pad))):
             args = (cfg, sd, src, tgt, *masks)
-            call = f"{shown}(<(3, 7) src>, <(3, 5) tgt>, {label})"
+            described = f"{shown}(<(3, 7) src>, <(3, 5) tgt>, {label})"
             with torch.no_grad():
-                got = _call(lambda: model(src, tgt, *masks), call)
-            _expect(got, _model_variant(args), call,
-                    "logits (B, T, tgt_vocab) = lm_head(nn.Transformer(src_embed(src) + pos, "
-                    "tgt_embed(tgt) + pos, causal tgt_mask, padding masks)) with the same weights.",
-                    MODEL_HINTS, args)
+                got = call(lambda: model(src, tgt, *masks), described)
+            expect_example(got, _model_variant(args), described,
+                           "logits (B, T, tgt_vocab) = lm_head(nn.Transformer(src_embed(src) + pos, "
+                           "tgt_embed(tgt) + pos, causal tgt_mask, padding masks)) with the same weights.",
+                           MODEL_HINTS, args)
             count += 1
     passed("Transformer", count)
 
@@ -570,27 +562,23 @@ def check_transformer(Transformer: Callable) -> None:
 # Hidden cases: random inputs from the grader's seeded generator (CPU), never the global RNG
 # ----------------------------------------------------------------------------------------
 
-def _randn(g, *shape, dtype=torch.float32, scale=1.0):
-    return torch.randn(*shape, generator=g, dtype=dtype) * scale
-
-
 def _ln_case(g, shape, dtype=torch.float32, scale=3.0, eps=None):
-    x = _randn(g, *shape, dtype=dtype, scale=scale) + _randn(g, 1, dtype=dtype, scale=2.0)
-    w, b = _randn(g, shape[-1], dtype=dtype), _randn(g, shape[-1], dtype=dtype)
+    x = randn(g, *shape, dtype=dtype, scale=scale) + randn(g, 1, dtype=dtype, scale=2.0)
+    w, b = randn(g, shape[-1], dtype=dtype), randn(g, shape[-1], dtype=dtype)
     return (x, w, b) if eps is None else (x, w, b, eps)
 
 
 def _ln_small_d(g):
-    return _ln_case(g, (_int(g, 2, 5), _int(g, 2, 4)))  # d = 2 or 3: d vs d - 1 matters most
+    return _ln_case(g, (randint(g, 2, 5), randint(g, 2, 4)))  # d = 2 or 3: d vs d - 1 matters most
 
 
 def _ln_tiny_variance(g):
-    x, w, b = _ln_case(g, (_int(g, 2, 4), _int(g, 3, 7)), torch.float64, scale=1e-3)
+    x, w, b = _ln_case(g, (randint(g, 2, 4), randint(g, 3, 7)), torch.float64, scale=1e-3)
     return x, w, b, 1e-4
 
 
 def _ln_constant_row(g):
-    x, w, b = _ln_case(g, (_int(g, 2, 5), _int(g, 2, 9)))
+    x, w, b = _ln_case(g, (randint(g, 2, 5), randint(g, 2, 9)))
     x[0] = 4.0  # variance 0: only eps keeps it finite
     return x, w, b
 
@@ -601,16 +589,16 @@ def _lengths(g, B, T):
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T
     if B > 1 and T > 1:
-        lengths[-1] = _int(g, 1, T)
+        lengths[-1] = randint(g, 1, T)
     return lengths.tolist()
 
 
 def _ffn_case(g, d_model, d_ff, shape, dtype=torch.float32):
-    sd = {"linear1.weight": _randn(g, d_ff, d_model, dtype=dtype, scale=d_model ** -0.5),
-          "linear1.bias": _randn(g, d_ff, dtype=dtype, scale=0.3),
-          "linear2.weight": _randn(g, d_model, d_ff, dtype=dtype, scale=d_ff ** -0.5),
-          "linear2.bias": _randn(g, d_model, dtype=dtype, scale=0.3)}
-    return d_model, d_ff, sd, _randn(g, *shape, d_model, dtype=dtype)
+    sd = {"linear1.weight": randn(g, d_ff, d_model, dtype=dtype, scale=d_model ** -0.5),
+          "linear1.bias": randn(g, d_ff, dtype=dtype, scale=0.3),
+          "linear2.weight": randn(g, d_model, d_ff, dtype=dtype, scale=d_ff ** -0.5),
+          "linear2.bias": randn(g, d_model, dtype=dtype, scale=0.3)}
+    return d_model, d_ff, sd, randn(g, *shape, d_model, dtype=dtype)
 
 
 FFN_CALL = ("lambda d, f, sd, x: (lambda m: (m.load_state_dict(sd), m(x))[1])"
@@ -623,21 +611,21 @@ def _d_model(g, n_heads):
     """A multiple of n_heads, at least 4: with d_model = 1 or 2 a LayerNorm's output hardly
     depends on its input (constant, or ±1 per feature), so post-norm layers would hide mistakes."""
     least = -(-4 // n_heads)  # ceil(4 / n_heads)
-    return n_heads * _int(g, least, least + 4)
+    return n_heads * randint(g, least, least + 4)
 
 
 def _layer_dims(g):
-    n_heads = _int(g, 1, 4)
-    return _d_model(g, n_heads), n_heads, _int(g, 2, 20)
+    n_heads = randint(g, 1, 4)
+    return _d_model(g, n_heads), n_heads, randint(g, 2, 20)
 
 
 def _encoder_case(g, padded, norm_first, dtype=torch.float32):
     dims = _layer_dims(g)
     layer = nn.TransformerEncoderLayer(*dims, dropout=0.0, batch_first=True, norm_first=norm_first)
     least = 2 if padded else 1  # room for padding
-    B, T = _int(g, least, 4), _int(g, least, 9)
+    B, T = randint(g, least, 4), randint(g, least, 9)
     mask = _pad_mask(_lengths(g, B, T), T) if padded else None
-    return dims, _random_state(layer, g, dtype), _randn(g, B, T, dims[0], dtype=dtype), mask, norm_first
+    return dims, _random_state(layer, g, dtype), randn(g, B, T, dims[0], dtype=dtype), mask, norm_first
 
 
 ENCODER_CALL = ("lambda dims, sd, x, mask, nf: (lambda m: (m.load_state_dict(sd), m(x, mask))[1])"
@@ -650,11 +638,11 @@ def _decoder_case(g, padded, norm_first, dtype=torch.float32, T=None):
     dims = _layer_dims(g)
     layer = nn.TransformerDecoderLayer(*dims, dropout=0.0, batch_first=True, norm_first=norm_first)
     least = 2 if padded else 1  # room for padding
-    B, T, S = _int(g, least, 4), T or _int(g, 2, 8), _int(g, least, 9)
+    B, T, S = randint(g, least, 4), T or randint(g, 2, 8), randint(g, least, 9)
     tgt_mask = _pad_mask(_lengths(g, B, T), T) if padded else None
     mem_mask = _pad_mask(_lengths(g, B, S), S) if padded else None
-    return (dims, _random_state(layer, g, dtype), _randn(g, B, T, dims[0], dtype=dtype),
-            _randn(g, B, S, dims[0], dtype=dtype), tgt_mask, mem_mask, norm_first)
+    return (dims, _random_state(layer, g, dtype), randn(g, B, T, dims[0], dtype=dtype),
+            randn(g, B, S, dims[0], dtype=dtype), tgt_mask, mem_mask, norm_first)
 
 
 DECODER_CALL = ("lambda dims, sd, y, mem, tm, mm, nf: (lambda m: (m.load_state_dict(sd), "
@@ -664,10 +652,10 @@ DECODER_DEFAULT_CALL = ("lambda dims, sd, y, mem, tm, mm, nf: (lambda m: (m.load
 
 
 def _model_case(g, padded, norm_first, dtype=torch.float32, n_layers=None):
-    n_heads = _int(g, 1, 3)
-    V_s, V_t = _int(g, 4, 20), _int(g, 4, 20)
-    d_model, d_ff, max_len = _d_model(g, n_heads), _int(g, 4, 24), 12
-    cfg = (V_s, V_t, d_model, n_heads, n_layers or _int(g, 1, 3), d_ff, max_len, norm_first)
+    n_heads = randint(g, 1, 3)
+    V_s, V_t = randint(g, 4, 20), randint(g, 4, 20)
+    d_model, d_ff, max_len = _d_model(g, n_heads), randint(g, 4, 24), 12
+    cfg = (V_s, V_t, d_model, n_heads, n_layers or randint(g, 1, 3), d_ff, max_len, norm_first)
     with warnings.catch_warnings():  # "enable_nested_tensor is True, but ... num_heads is odd"
         warnings.simplefilter("ignore")
         core = nn.Transformer(d_model, n_heads, cfg[4], cfg[4], d_ff, dropout=0.0, batch_first=True)
@@ -675,10 +663,10 @@ def _model_case(g, padded, norm_first, dtype=torch.float32, n_layers=None):
               "pos_embed.weight": (max_len, d_model), "lm_head.weight": (V_t, d_model),
               "lm_head.bias": (V_t,),
               **{_ours(k): tuple(v.shape) for k, v in core.state_dict().items()}}
-    sd = {k: _randn(g, *s, dtype=dtype, scale=0.3) + (1.0 if "norm" in k and k.endswith("weight") else 0.0)
+    sd = {k: randn(g, *s, dtype=dtype, scale=0.3) + (1.0 if "norm" in k and k.endswith("weight") else 0.0)
           for k, s in shapes.items()}
     least = 2 if padded else 1  # room for padding
-    B, S, T = _int(g, least, 4), _int(g, least, max_len + 1), _int(g, least, max_len + 1)
+    B, S, T = randint(g, least, 4), randint(g, least, max_len + 1), randint(g, least, max_len + 1)
     src, tgt = torch.randint(3, V_s, (B, S), generator=g), torch.randint(3, V_t, (B, T), generator=g)
     src_pad = _pad_mask(_lengths(g, B, S), S) if padded else None
     tgt_pad = _pad_mask(_lengths(g, B, T), T) if padded else None
@@ -696,22 +684,22 @@ MODEL_NO_MASK_CALL = ("lambda cfg, sd, src, tgt, sp, tp: (lambda m: (m.load_stat
 
 CASES: dict[str, list[Case]] = {
     "test_layer_norm": [
-        Case("layer_norm", lambda g: _ln_case(g, (_int(g, 2, 5), _int(g, 4, 17))),
+        Case("layer_norm", lambda g: _ln_case(g, (randint(g, 2, 5), randint(g, 4, 17))),
              "random (N, d) float32, default eps", LN_HINTS),
-        Case("layer_norm", lambda g: _ln_case(g, (_int(g, 1, 3), _int(g, 2, 6), _int(g, 3, 9)),
+        Case("layer_norm", lambda g: _ln_case(g, (randint(g, 1, 3), randint(g, 2, 6), randint(g, 3, 9)),
                                               torch.float64), "float64 (B, T, d)", LN_HINTS),
         Case("layer_norm", _ln_small_d, "d = 2 or 3 (the biased variance matters most)", LN_HINTS),
         Case("layer_norm", _ln_tiny_variance, "float64, variance ~1e-6 with eps = 1e-4", LN_HINTS),
         Case("layer_norm", _ln_constant_row, "a row whose entries are all equal", LN_HINTS),
-        Case("layer_norm", lambda g: _ln_case(g, (_int(g, 2, 6),), eps=1e-3), "a single vector, eps=1e-3",
+        Case("layer_norm", lambda g: _ln_case(g, (randint(g, 2, 6),), eps=1e-3), "a single vector, eps=1e-3",
              LN_HINTS),
     ],
     "test_feed_forward": [
-        Case(FFN_CALL, lambda g: _ffn_case(g, _int(g, 2, 9), _int(g, 2, 20), (_int(g, 1, 4), _int(g, 1, 8))),
+        Case(FFN_CALL, lambda g: _ffn_case(g, randint(g, 2, 9), randint(g, 2, 20), (randint(g, 1, 4), randint(g, 1, 8))),
              "(B, T, d_model), d_ff given", FFN_HINTS),
-        Case(FFN_DEFAULT_CALL, lambda g: (lambda d: _ffn_case(g, d, 4 * d, (_int(g, 1, 6),)))(_int(g, 2, 9)),
+        Case(FFN_DEFAULT_CALL, lambda g: (lambda d: _ffn_case(g, d, 4 * d, (randint(g, 1, 6),)))(randint(g, 2, 9)),
              "d_ff left out (= 4 d_model), (N, d_model) input", FFN_HINTS),
-        Case(FFN_CALL, lambda g: _ffn_case(g, _int(g, 2, 6), _int(g, 2, 12), (2, 3), torch.float64),
+        Case(FFN_CALL, lambda g: _ffn_case(g, randint(g, 2, 6), randint(g, 2, 12), (2, 3), torch.float64),
              "float64", FFN_HINTS),
     ],
     "test_encoder_layer": [

@@ -26,16 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import as_tensor, call, close, cpu64, expect_example, randint
 from ..spec import Case, CheckFailed, Hint, expect, passed
-from .ch01_tokens import _call, _close, _expect, _int, _tensor
 
 NEG_INF = float("-inf")
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TINY = dict(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8)
-
-
-def _cpu64(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().cpu().double()
 
 
 # ----------------------------------------------------------------------------------------
@@ -95,7 +91,7 @@ def _mha(sd: dict, x: torch.Tensor, n_head: int, causal: bool = True, prefix: st
         mha.out_proj.bias.copy_(sd[prefix + "c_proj.bias"])
         T = x.shape[-2]
         blocked = torch.ones(T, T, dtype=torch.bool).triu(1) if causal else None  # True = blocked
-        return mha(_cpu64(x), _cpu64(x), _cpu64(x), attn_mask=blocked, need_weights=False)[0]
+        return mha(cpu64(x), cpu64(x), cpu64(x), attn_mask=blocked, need_weights=False)[0]
 
 
 def _attention_variant(sd: dict, x: torch.Tensor, n_head: int, *, order=(0, 1, 2),
@@ -103,10 +99,10 @@ def _attention_variant(sd: dict, x: torch.Tensor, n_head: int, *, order=(0, 1, 2
                        project: bool = True) -> torch.Tensor:
     """Causal attention with a mistake built in: q, k, v taken in another order, heads cut (or
     put back) by a plain view (B, nh, T, hs) instead of view + transpose, or no output projection."""
-    x = _cpu64(x)
+    x = cpu64(x)
     B, T, C = x.shape
     hs = C // n_head
-    qkv = x @ _cpu64(sd["c_attn.weight"]).T + _cpu64(sd["c_attn.bias"])
+    qkv = x @ cpu64(sd["c_attn.weight"]).T + cpu64(sd["c_attn.bias"])
     q, k, v = (qkv.split(C, -1)[i] for i in order)
     if split_by_view:
         q, k, v = (t.reshape(B, n_head, T, hs) for t in (q, k, v))
@@ -114,19 +110,19 @@ def _attention_variant(sd: dict, x: torch.Tensor, n_head: int, *, order=(0, 1, 2
         q, k, v = (t.view(B, T, n_head, hs).transpose(1, 2) for t in (q, k, v))
     y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
     y = y.reshape(B, T, C) if merge_by_view else y.transpose(1, 2).reshape(B, T, C)
-    return y @ _cpu64(sd["c_proj.weight"]).T + _cpu64(sd["c_proj.bias"]) if project else y
+    return y @ cpu64(sd["c_proj.weight"]).T + cpu64(sd["c_proj.bias"]) if project else y
 
 
 def _attention_mistake(**variant) -> Callable:
     def applies(got, exp, args):
         cfg, sd, x = args
-        return _close(got, _attention_variant(sd, x, cfg["n_head"], **variant))
+        return close(got, _attention_variant(sd, x, cfg["n_head"], **variant))
     return applies
 
 
 def _attention_no_mask(got, exp, args):
     cfg, sd, x = args
-    return _close(got, _mha(sd, x, cfg["n_head"], causal=False))
+    return close(got, _mha(sd, x, cfg["n_head"], causal=False))
 
 
 ATTN_NO_MASK = Hint("the output equals attention without the causal mask: position t must not see "
@@ -152,7 +148,7 @@ def builtin_gpt_logits(sd: dict, cfg: dict, idx: torch.Tensor, *, norm_first: bo
     """GPT-2's logits computed with nn.TransformerEncoderLayer (float64, CPU) from a course
     state_dict; the keyword arguments build in a typical mistake (post-norm, no positions...)."""
     C, H = cfg["n_embd"], cfg["n_head"]
-    sd = {k: _cpu64(v) for k, v in sd.items()}
+    sd = {k: cpu64(v) for k, v in sd.items()}
     idx = idx.detach().cpu()
     T = idx.shape[1]
     x = sd["transformer.wte.weight"][idx]
@@ -186,7 +182,7 @@ def _logits_of(got: Any) -> Any:
 def _gpt_mistake(**variant) -> Callable:
     def applies(got, exp, args):
         cfg, sd, idx = args
-        return _close(_logits_of(got), builtin_gpt_logits(sd, cfg, idx, **variant))
+        return close(_logits_of(got), builtin_gpt_logits(sd, cfg, idx, **variant))
     return applies
 
 
@@ -283,7 +279,7 @@ def _convert_square_missed(got, exp, args):
     sd = args[0]
     return isinstance(got, dict) and any(
         k.endswith("attn.c_proj.weight") and isinstance(got.get(k), torch.Tensor)
-        and torch.equal(_cpu64(got[k]), _cpu64(sd[k])) for k in sd)
+        and torch.equal(cpu64(got[k]), cpu64(sd[k])) for k in sd)
 
 
 def _convert_too_many(got, exp, args):
@@ -313,7 +309,7 @@ CONVERT_HINTS = (CONVERT_NOT_TRANSPOSED, CONVERT_SQUARE, CONVERT_TOO_MANY, CONVE
 
 
 def _finite_sets(x: Any) -> list[set[int]] | None:
-    t = _tensor(x)
+    t = as_tensor(x)
     if t is None or t.dim() != 2 or not t.dtype.is_floating_point:
         return None
     return [set(torch.isfinite(row).nonzero().flatten().tolist()) for row in t]
@@ -324,7 +320,7 @@ def _crossing_dropped(got, exp, args):
     g, e = _finite_sets(got), _finite_sets(exp)
     if g is None or e is None or len(g) != len(e) or g == e:
         return False
-    ev = _cpu64(exp)
+    ev = cpu64(exp)
     for row, (gs, es) in enumerate(zip(g, e)):
         if gs != es:
             weakest = min(es, key=lambda j: ev[row, j].item())
@@ -334,12 +330,12 @@ def _crossing_dropped(got, exp, args):
 
 
 def _zero_filled(got, exp, args):
-    e = _tensor(exp)
-    return _close(got, e.masked_fill(torch.isinf(e), 0.0)) and bool(torch.isinf(e).any())
+    e = as_tensor(exp)
+    return close(got, e.masked_fill(torch.isinf(e), 0.0)) and bool(torch.isinf(e).any())
 
 
 def _probabilities(got, exp, args):
-    return _close(got, torch.softmax(_cpu64(exp), -1))
+    return close(got, torch.softmax(cpu64(exp), -1))
 
 
 def _top_p_crossing_dropped(got, exp, args):
@@ -426,7 +422,7 @@ def _statistical_temperature(got, exp, args):
     logits, seed, t, k, p = args
     if not isinstance(got, torch.Tensor) or got.dtype != torch.int64:
         return False
-    wrong = torch.softmax(_cpu64(logits[0]) * t, -1)
+    wrong = torch.softmax(cpu64(logits[0]) * t, -1)
     return 0.5 * float((_frequencies(got, logits.shape[-1]) - wrong).abs().sum()) <= 0.03
 
 
@@ -462,7 +458,7 @@ def _fill(module: nn.Module, g: torch.Generator) -> dict[str, torch.Tensor]:
 def check_causal_self_attention(CausalSelfAttention: Callable) -> None:
     """Parameter names, agreement with nn.MultiheadAttention, position 0 by hand, causality."""
     cfg = SimpleNamespace(**TINY)
-    module = _call(CausalSelfAttention, "CausalSelfAttention(config with n_embd=8, n_head=2)", cfg)
+    module = call(CausalSelfAttention, "CausalSelfAttention(config with n_embd=8, n_head=2)", cfg)
     expect(_shapes_of(module), attention_shapes(8),
            "CausalSelfAttention(n_embd=8)'s parameters (name -> shape)",
            ["c_attn = nn.Linear(C, 3 * C) and c_proj = nn.Linear(C, C), both with biases."])
@@ -472,19 +468,19 @@ def check_causal_self_attention(CausalSelfAttention: Callable) -> None:
     args = (TINY, sd, x)
     shown = "CausalSelfAttention(n_embd=8, n_head=2)(<random (2, 5, 8) x>)"
     with torch.no_grad():
-        got = _call(module, shown, x)
-        _expect(got, _mha(sd, x, 2).float(), shown,
-                "the output must equal nn.MultiheadAttention(8, 2) with in_proj = c_attn, "
-                "out_proj = c_proj and a causal mask, shape (B, T, C).", ATTENTION_HINTS, args)
+        got = call(module, shown, x)
+        expect_example(got, _mha(sd, x, 2).float(), shown,
+                       "the output must equal nn.MultiheadAttention(8, 2) with in_proj = c_attn, "
+                       "out_proj = c_proj and a causal mask, shape (B, T, C).", ATTENTION_HINTS, args)
         v0 = (x[:, 0] @ sd["c_attn.weight"].T + sd["c_attn.bias"])[:, 16:]
-        _expect(got[:, 0], v0 @ sd["c_proj.weight"].T + sd["c_proj.bias"], shown + "[:, 0]",
-                "position 0 sees only itself: its output is c_proj(v_0), v_0 the last third of "
-                "c_attn(x_0).", ATTENTION_HINTS, args)
+        expect_example(got[:, 0], v0 @ sd["c_proj.weight"].T + sd["c_proj.bias"], shown + "[:, 0]",
+                       "position 0 sees only itself: its output is c_proj(v_0), v_0 the last third of "
+                       "c_attn(x_0).", ATTENTION_HINTS, args)
         x2 = x.clone()
         x2[:, 3:] = torch.randn(2, 2, 8, generator=g)
-        _expect(_call(module, shown, x2)[:, :3], got[:, :3], shown + " with x[:, 3:] changed, [:, :3]",
-                "changing positions 3 and 4 must not change the outputs at positions 0..2 (the "
-                "causal mask).")
+        expect_example(call(module, shown, x2)[:, :3], got[:, :3], shown + " with x[:, 3:] changed, [:, :3]",
+                       "changing positions 3 and 4 must not change the outputs at positions 0..2 (the "
+                       "causal mask).")
     passed("CausalSelfAttention", 4)
 
 
@@ -492,7 +488,7 @@ def check_gpt(GPT: Callable, GPTConfig: Callable) -> None:
     """Names and shapes, tying, the parameter count, logits equal to PyTorch's pre-norm
     TransformerEncoderLayer stack, causality, and a clear error beyond block_size."""
     config = GPTConfig(**TINY)
-    model = _call(GPT, "GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8))", config)
+    model = call(GPT, "GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8))", config)
     expect(_shapes_of(model), gpt_shapes(TINY), "GPT(tiny config).state_dict(): name -> shape",
            ["follow the exercise's table of names: transformer.wte, transformer.wpe, transformer.h.<i>"
             ".{ln_1, attn, ln_2, mlp}, transformer.ln_f, lm_head (no bias)."])
@@ -507,18 +503,18 @@ def check_gpt(GPT: Callable, GPTConfig: Callable) -> None:
     shown = "GPT(tiny)(<random (3, 5) ids>)"
     args = (TINY, sd, idx)
     with torch.no_grad():
-        got = _call(model, shown, idx)
-        _expect(got, builtin_gpt_logits(sd, TINY, idx).float(), shown,
-                "logits (B, T, V) = (3, 5, 11), equal to a stack of PyTorch's "
-                "nn.TransformerEncoderLayer(norm_first=True, GELU tanh) given your weights, then "
-                "ln_f and the tied head.", GPT_HINTS, args)
+        got = call(model, shown, idx)
+        expect_example(got, builtin_gpt_logits(sd, TINY, idx).float(), shown,
+                       "logits (B, T, V) = (3, 5, 11), equal to a stack of PyTorch's "
+                       "nn.TransformerEncoderLayer(norm_first=True, GELU tanh) given your weights, then "
+                       "ln_f and the tied head.", GPT_HINTS, args)
         idx2 = idx.clone()
         idx2[:, 2:] = (idx2[:, 2:] + 1) % 11
-        _expect(_call(model, shown, idx2)[:, :2], got[:, :2], shown + " with idx[:, 2:] changed, [:, :2]",
-                "the logits at positions 0 and 1 must not depend on later tokens.")
+        expect_example(call(model, shown, idx2)[:, :2], got[:, :2], shown + " with idx[:, 2:] changed, [:, :2]",
+                       "the logits at positions 0 and 1 must not depend on later tokens.")
         full = torch.randint(0, 11, (1, 8), generator=g)
-        _expect(_call(model, "GPT(tiny)(<(1, 8) ids>)", full)[:, :5].shape, (1, 5, 11),
-                "GPT(tiny)(<(1, 8) ids: T = block_size>)[:, :5].shape")
+        expect_example(call(model, "GPT(tiny)(<(1, 8) ids>)", full)[:, :5].shape, (1, 5, 11),
+                       "GPT(tiny)(<(1, 8) ids: T = block_size>)[:, :5].shape")
     try:
         model(torch.zeros(1, 9, dtype=torch.long))
     except ValueError:
@@ -548,9 +544,9 @@ def check_count_parameters(count_parameters: Callable, GPTConfig: Callable) -> N
     ]
     for sizes, tied, expected, why in examples:
         shown = f"count_parameters(GPTConfig({', '.join(f'{k}={v}' for k, v in sizes.items())}), tied={tied})"
-        got = _call(count_parameters, shown, GPTConfig(**sizes), tied)
+        got = call(count_parameters, shown, GPTConfig(**sizes), tied)
         cfg = dict(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768) | sizes
-        _expect(got, expected, shown, why, COUNT_HINTS, (cfg, tied))
+        expect_example(got, expected, shown, why, COUNT_HINTS, (cfg, tied))
         if not isinstance(got, int):
             raise CheckFailed(f"{shown} returned {type(got).__name__}: {COUNT_NOT_INT.text}")
     passed("count_parameters", len(examples))
@@ -577,7 +573,7 @@ def check_convert_gpt2_state_dict(convert: Callable) -> None:
     sd = hf_layout(g, TINY, buffers=True)
     before = {k: v.clone() for k, v in sd.items()}
     shown = "convert_gpt2_state_dict(<GPT2LMHeadModel-layout state_dict, tiny config, with mask buffers>)"
-    got = _call(convert, shown, sd)
+    got = call(convert, shown, sd)
     if not isinstance(got, dict):
         raise CheckFailed(f"{shown} returned {type(got).__name__}: return a new dict name -> tensor")
     for name, value in before.items():  # first: an input changed in place misleads every other test
@@ -634,12 +630,12 @@ def check_filter_logits(filter_logits: Callable) -> None:
         shown = (f"filter_logits(log([[0.05, 0.5, 0.15, 0.3], [0.3, 0.15, 0.5, 0.05]]), "
                  f"{', '.join(f'{k}={v}' for k, v in kwargs.items())})")
         expected = torch.tensor([keep(row, k) for row, k in zip(x, kept)], dtype=torch.float64)
-        _expect(_call(filter_logits, shown, x, kwargs.get("top_k"), kwargs.get("top_p")), expected,
-                shown, why, FILTER_HINTS, (x, kwargs.get("top_k"), kwargs.get("top_p")))
+        expect_example(call(filter_logits, shown, x, kwargs.get("top_k"), kwargs.get("top_p")), expected,
+                       shown, why, FILTER_HINTS, (x, kwargs.get("top_k"), kwargs.get("top_p")))
     ties = torch.tensor([[1.0, 2.0, 2.0, 0.0]])
     shown = "filter_logits([[1., 2., 2., 0.]], top_k=1)"
-    _expect(_call(filter_logits, shown, ties, 1, None), torch.tensor([[inf, 2.0, 2.0, inf]]), shown,
-            "entries tied with the k-th largest value are kept.", FILTER_HINTS, (ties, 1, None))
+    expect_example(call(filter_logits, shown, ties, 1, None), torch.tensor([[inf, 2.0, 2.0, inf]]), shown,
+                   "entries tied with the k-th largest value are kept.", FILTER_HINTS, (ties, 1, None))
     passed("filter_logits", len(examples) + 1)
 
 
@@ -648,19 +644,19 @@ def check_sample_next(sample_next: Callable) -> None:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 7, generator=g) * 2
     shown = "sample_next(<random (4, 7) logits>, temperature=0)"
-    _expect(_call(sample_next, shown, logits, 0), logits.argmax(-1), shown,
-            "greedy: the index of the largest logit of each row, an int64 tensor of shape (B,).",
-            SAMPLE_HINTS, (logits, 0, 0, None, None))
+    expect_example(call(sample_next, shown, logits, 0), logits.argmax(-1), shown,
+                   "greedy: the index of the largest logit of each row, an int64 tensor of shape (B,).",
+                   SAMPLE_HINTS, (logits, 0, 0, None, None))
     shown = "sample_next(<random (4, 7) logits>, temperature=1.5, top_k=1)"
-    _expect(_call(sample_next, shown, logits, 1.5, 1), logits.argmax(-1), shown,
-            "top_k=1 leaves only the most likely token to draw.", SAMPLE_HINTS, (logits, 0, 1.5, 1, None))
+    expect_example(call(sample_next, shown, logits, 1.5, 1), logits.argmax(-1), shown,
+                   "top_k=1 leaves only the most likely token to draw.", SAMPLE_HINTS, (logits, 0, 1.5, 1, None))
     for t in (0.7, 1.0, 2.0):
         shown = f"sample_next(<random (4, 7) logits>, temperature={t}, generator=<seeded with 3>)"
-        got = _call(sample_next, shown, logits, t, None, None, torch.Generator().manual_seed(3))
-        _expect(got, _draw(torch.softmax(logits / t, -1), 3), shown,
-                "draw with torch.multinomial(softmax(logits / temperature), num_samples=1, "
-                "generator=generator), then squeeze(-1): the same seed gives the same tokens.",
-                SAMPLE_HINTS, (logits, 3, t, None, None))
+        got = call(sample_next, shown, logits, t, None, None, torch.Generator().manual_seed(3))
+        expect_example(got, _draw(torch.softmax(logits / t, -1), 3), shown,
+                       "draw with torch.multinomial(softmax(logits / temperature), num_samples=1, "
+                       "generator=generator), then squeeze(-1): the same seed gives the same tokens.",
+                       SAMPLE_HINTS, (logits, 3, t, None, None))
     row = torch.tensor([[0.0, 1.0, 2.0, -1.0]])
     many = row.expand(20_000, 4)
     for kwargs, probs, why in (
@@ -672,8 +668,8 @@ def check_sample_next(sample_next: Callable) -> None:
              "softmax(logits / 2) is [0.167, 0.276, 0.455, 0.102]: the nucleus of 0.6 is tokens 2 "
              "and 1 (0.455 < 0.6 above token 1, 0.731 above token 0), renormalised")):
         shown = f"sample_next(<[0, 1, 2, -1] x 20000 rows>, {', '.join(f'{k}={v}' for k, v in kwargs.items())})"
-        got = _call(sample_next, shown, many, kwargs["temperature"], kwargs.get("top_k"),
-                    kwargs.get("top_p"), torch.Generator().manual_seed(1))
+        got = call(sample_next, shown, many, kwargs["temperature"], kwargs.get("top_k"),
+                   kwargs.get("top_p"), torch.Generator().manual_seed(1))
         freq = _frequencies(got, 4) if isinstance(got, torch.Tensor) and got.dtype == torch.int64 else got
         if "top_k" in kwargs or "top_p" in kwargs:
             hints = [STAT_FILTER_ORDER.text]
@@ -692,16 +688,16 @@ def check_sample_next(sample_next: Callable) -> None:
 # ----------------------------------------------------------------------------------------
 
 def _config(g: torch.Generator, *, block_size: int | None = None) -> dict:
-    n_head = _int(g, 1, 4)
-    return dict(block_size=block_size or _int(g, 4, 13), vocab_size=_int(g, 5, 40),
-                n_layer=_int(g, 1, 4), n_head=n_head, n_embd=n_head * _int(g, 2, 7))
+    n_head = randint(g, 1, 4)
+    return dict(block_size=block_size or randint(g, 4, 13), vocab_size=randint(g, 5, 40),
+                n_layer=randint(g, 1, 4), n_head=n_head, n_embd=n_head * randint(g, 2, 7))
 
 
 def _attention_case(g, dtype=torch.float32, T=None):
     cfg = _config(g)
     sd = _random_state(g, attention_shapes(cfg["n_embd"]), dtype)
-    T = T or _int(g, 2, 10)
-    return cfg, sd, torch.randn(_int(g, 1, 4), T, cfg["n_embd"], generator=g, dtype=dtype)
+    T = T or randint(g, 2, 10)
+    return cfg, sd, torch.randn(randint(g, 1, 4), T, cfg["n_embd"], generator=g, dtype=dtype)
 
 
 ATTENTION_CALL = ("lambda cfg, sd, x: (lambda m: (m.load_state_dict(sd), m(x))[1])"
@@ -712,8 +708,8 @@ def _gpt_case(g, dtype=torch.float32, T=None, B=None, full=False):
     cfg = _config(g)
     sd = _random_state(g, gpt_shapes(cfg), dtype)
     del sd["lm_head.weight"]  # a tied model gets it from wte; an untied one keeps its random init
-    T = cfg["block_size"] if full else T or _int(g, 1, cfg["block_size"] + 1)
-    return cfg, sd, torch.randint(0, cfg["vocab_size"], (B or _int(g, 1, 4), T), generator=g)
+    T = cfg["block_size"] if full else T or randint(g, 1, cfg["block_size"] + 1)
+    return cfg, sd, torch.randint(0, cfg["vocab_size"], (B or randint(g, 1, 4), T), generator=g)
 
 
 # (names the grader could not load except lm_head.weight, unexpected names, parameter count, logits)
@@ -724,7 +720,7 @@ GPT_CALL = ("lambda cfg, sd, idx: (lambda m: (lambda r: (sorted(set(r.missing_ke
 
 
 def _count_case(g, tied):
-    return _config(g) | dict(vocab_size=_int(g, 5, 60_000), block_size=_int(g, 1, 5000)), tied
+    return _config(g) | dict(vocab_size=randint(g, 5, 60_000), block_size=randint(g, 1, 5000)), tied
 
 
 def _convert_case(g, buffers=False, dtype=torch.float32):
@@ -732,7 +728,7 @@ def _convert_case(g, buffers=False, dtype=torch.float32):
 
 
 def _filter_case(g, top_k=None, top_p=None, dtype=torch.float32):
-    B, V = _int(g, 1, 5), _int(g, 3, 30)
+    B, V = randint(g, 1, 5), randint(g, 3, 30)
     logits = torch.randn(B, V, generator=g, dtype=dtype) * float(torch.empty(1).uniform_(0.5, 3, generator=g))
     return logits, top_k, top_p
 
@@ -745,14 +741,14 @@ FILTER_CALL = "filter_logits"
 
 
 def _sample_case(g, temperature, top_k=None, top_p=None, dtype=torch.float32):
-    B, V = _int(g, 1, 9), _int(g, 2, 30)
-    return torch.randn(B, V, generator=g, dtype=dtype) * 2, _int(g, 0, 10_000), temperature, top_k, top_p
+    B, V = randint(g, 1, 9), randint(g, 2, 30)
+    return torch.randn(B, V, generator=g, dtype=dtype) * 2, randint(g, 0, 10_000), temperature, top_k, top_p
 
 
 def _sample_many(g, temperature, top_k=None, top_p=None):
-    V = _int(g, 3, 8)
+    V = randint(g, 3, 8)
     logits = (torch.randn(1, V, generator=g) * 1.5).expand(20_000, V).contiguous()
-    return logits, _int(g, 0, 10_000), temperature, top_k, top_p
+    return logits, randint(g, 0, 10_000), temperature, top_k, top_p
 
 
 SAMPLE_CALL = ("lambda logits, seed, t, k, p: sample_next(logits, t, k, p, "
@@ -764,7 +760,7 @@ CASES: dict[str, list[Case]] = {
         Case(ATTENTION_CALL, _attention_case, "random config, weights and (B, T, C) x", ATTENTION_HINTS),
         Case(ATTENTION_CALL, lambda g: _attention_case(g, torch.float64), "float64", ATTENTION_HINTS),
         Case(ATTENTION_CALL, lambda g: _attention_case(g, T=1), "T = 1", ATTENTION_HINTS),
-        Case(ATTENTION_CALL, lambda g: _attention_case(g, T=_int(g, 12, 20)), "longer T",
+        Case(ATTENTION_CALL, lambda g: _attention_case(g, T=randint(g, 12, 20)), "longer T",
              ATTENTION_HINTS),
     ],
     "test_GPT": [
@@ -791,11 +787,11 @@ CASES: dict[str, list[Case]] = {
              CONVERT_HINTS),
     ],
     "test_filter_logits": [
-        Case(FILTER_CALL, lambda g: _filter_case(g, top_k=_int(g, 1, 6)), "top-k", FILTER_HINTS),
+        Case(FILTER_CALL, lambda g: _filter_case(g, top_k=randint(g, 1, 6)), "top-k", FILTER_HINTS),
         Case(FILTER_CALL, lambda g: _filter_case(g, top_p=_p(g)), "top-p", FILTER_HINTS),
         Case(FILTER_CALL, lambda g: _filter_case(g, top_p=_p(g, 0.05, 0.5), dtype=torch.float64),
              "top-p, small p, float64", FILTER_HINTS),
-        Case(FILTER_CALL, lambda g: _filter_case(g, top_k=_int(g, 2, 8), top_p=_p(g)),
+        Case(FILTER_CALL, lambda g: _filter_case(g, top_k=randint(g, 2, 8), top_p=_p(g)),
              "top-k then top-p", FILTER_HINTS),
         Case(FILTER_CALL, lambda g: _filter_case(g, top_k=100, top_p=1.0), "top_k >= V, top_p = 1",
              FILTER_HINTS),
@@ -805,7 +801,7 @@ CASES: dict[str, list[Case]] = {
         Case(SAMPLE_CALL, lambda g: _sample_case(g, 0), "greedy (temperature 0)", SAMPLE_HINTS),
         Case(SAMPLE_CALL, lambda g: _sample_case(g, _p(g, 0.5, 2.0)), "temperature, seeded",
              SAMPLE_HINTS),
-        Case(SAMPLE_CALL, lambda g: _sample_case(g, 1.0, top_k=_int(g, 1, 5)), "top-k, seeded",
+        Case(SAMPLE_CALL, lambda g: _sample_case(g, 1.0, top_k=randint(g, 1, 5)), "top-k, seeded",
              SAMPLE_HINTS),
         Case(SAMPLE_CALL, lambda g: _sample_case(g, 0.8, top_p=_p(g), dtype=torch.float64),
              "top-p, float64, seeded", SAMPLE_HINTS),
@@ -819,4 +815,4 @@ CASES: dict[str, list[Case]] = {
 
 
 def _pick_temperature(g: torch.Generator) -> float:
-    return (0.5, 0.7, 1.5, 2.0)[_int(g, 0, 4)]
+    return (0.5, 0.7, 1.5, 2.0)[randint(g, 0, 4)]

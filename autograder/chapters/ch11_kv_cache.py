@@ -23,15 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import call, close, expect_example, outcome, raised, randint
 from ..compare import describe_difference
 from ..spec import Case, CheckFailed, Hint, expect, passed
-from .ch01_tokens import _call, _close, _expect, _int, _tensor
-from .ch08_positions import _raised, outcome
 
 
 def _same_error(x: Any) -> Any:
     """Any report of a raised ValueError reads the same (the messages are the student's own)."""
-    if _raised(x, "ValueError"):
+    if raised(x, "ValueError"):
         return "raised ValueError"
     if isinstance(x, (list, tuple)):
         return type(x)(_same_error(v) for v in x)
@@ -99,7 +98,7 @@ def _length_stuck(got, exp, args):
 
 
 def _no_limit(got, exp, args):
-    return any(_raised(e, "ValueError") and not _raised(g, "ValueError")
+    return any(raised(e, "ValueError") and not raised(g, "ValueError")
                for g, e in zip(_appends(got), _appends(exp)))
 
 
@@ -108,7 +107,7 @@ def _changed_after_error(got, exp, args):
     if not isinstance(got, dict) or not isinstance(exp, dict):
         return False
     pairs = list(zip(_appends(got), _appends(exp)))
-    raised_ok = any(_raised(g, "ValueError") and _raised(e, "ValueError") for g, e in pairs)
+    raised_ok = any(raised(g, "ValueError") and raised(e, "ValueError") for g, e in pairs)
     return raised_ok and got.get("length") != exp.get("length")
 
 
@@ -149,7 +148,7 @@ def check_kv_cache(KVCache: Callable) -> None:
     """The exercise's worked example, the memory formula, the context limit, dtype and device."""
     k2 = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])  # (1, 1, 2, 2)
     k1 = torch.tensor([[[[5.0, 6.0]]]])  # (1, 1, 1, 2)
-    cache = _call(lambda: KVCache(1, 1, 4, 2), "KVCache(1, 1, 4, 2)")
+    cache = call(lambda: KVCache(1, 1, 4, 2), "KVCache(1, 1, 4, 2)")
     for name in ("k", "v"):
         buffer = getattr(cache, name, None)
         expect(None if buffer is None else (tuple(buffer.shape), str(buffer.dtype)),
@@ -161,21 +160,21 @@ def check_kv_cache(KVCache: Callable) -> None:
            "cache.k.nbytes + cache.v.nbytes",
            ["2 (keys and values) · batch 1 · 1 head · 4 positions · d_head 2 · 4 bytes (float32)."])
     shown = "KVCache(1, 1, 4, 2).append(k2, 10 * k2) with k2 = [[[[1, 2], [3, 4]]]]"
-    got = _call(cache.append, shown, k2, 10 * k2)
+    got = call(cache.append, shown, k2, 10 * k2)
     expect(got, (k2, 10 * k2), shown, ["the cache was empty: it now holds exactly these 2 positions."]
            + ([CACHE_SLICED_EARLY.text] if isinstance(got, tuple) and len(got) == 2
               and isinstance(got[0], torch.Tensor) and got[0].dim() == 4 and got[0].shape[2] == 0 else []))
     expect(cache.length, 2, "length after appending 2 positions", CACHE_LENGTH_STUCK.text.split("\n"))
     shown = "then .append(k1, 10 * k1) with k1 = [[[[5, 6]]]]"
-    got = _call(cache.append, shown, k1, 10 * k1)
+    got = call(cache.append, shown, k1, 10 * k1)
     both = torch.cat([k2, k1], dim=2)
     expect(got, (both, 10 * both), shown,
            ["append returns all 3 positions held so far, the old ones first.", CACHE_ONLY_NEW.text])
     expect(cache.length, 3, "length after appending 2 + 1 positions", [CACHE_LENGTH_STUCK.text])
     shown = "then .append(k2, k2): 3 + 2 positions in a cache of max_len = 4"
-    got = _call(lambda: outcome(lambda: cache.append(k2, k2)), shown)
-    if not _raised(got, "ValueError"):
-        raise CheckFailed(f"{shown} {'returned a result' if not _raised(got) else got}: expected "
+    got = call(lambda: outcome(lambda: cache.append(k2, k2)), shown)
+    if not raised(got, "ValueError"):
+        raise CheckFailed(f"{shown} {'returned a result' if not raised(got) else got}: expected "
                           f"a ValueError.\nHint: {CACHE_NO_LIMIT.text}")
     if "4" not in got:
         raise CheckFailed(f"{shown} {got}: name max_len (4) in the message, so the user knows the limit.")
@@ -186,9 +185,9 @@ def check_kv_cache(KVCache: Callable) -> None:
     for device in devices:
         k = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64).to(device)
         shown = f"KVCache(2, 3, 8, 4, dtype=torch.float64, device={device!r}) fed 5 + 3 positions"
-        cache = _call(lambda: KVCache(2, 3, 8, 4, dtype=torch.float64, device=device), shown)
-        _call(cache.append, shown, k, -k)
-        got = _call(cache.append, shown, k[:, :, :3], -k[:, :, :3])
+        cache = call(lambda: KVCache(2, 3, 8, 4, dtype=torch.float64, device=device), shown)
+        call(cache.append, shown, k, -k)
+        got = call(cache.append, shown, k[:, :, :3], -k[:, :, :3])
         full = torch.cat([k, k[:, :, :3]], dim=2)
         expect(got, (full, -full), shown, ["float64 buffers on the requested device; the result is "
                                            "their first 8 positions."]
@@ -235,7 +234,7 @@ def _first_chunk_only(got, exp, args):
     if g is None or e is None or g[0].shape != e[0].shape or len(chunks) < 2 or chunks[0] < 2:
         return False
     first = chunks[0]
-    return _close(g[0][:, :first], e[0][:, :first]) and not _close(g[0], e[0])
+    return close(g[0][:, :first], e[0][:, :first]) and not close(g[0], e[0])
 
 
 def _first_piece_wrong(got, exp, args):
@@ -246,7 +245,7 @@ def _first_piece_wrong(got, exp, args):
     if not (isinstance(g, torch.Tensor) and isinstance(e, torch.Tensor)) or g.shape != e.shape:
         return False
     first = e.shape[1] if chunks is None else chunks[0]
-    return first >= 2 and not _close(g[:, :first], e[:, :first])
+    return first >= 2 and not close(g[:, :first], e[:, :first])
 
 
 ATTN_APPENDED_TWICE = Hint(
@@ -295,20 +294,20 @@ def check_causal_self_attention(attention: Callable, KVCache: Callable) -> None:
         weights = _attention_weights(g, 8, dtype)
         expected = _mha(x, weights, 2)
         shown = f"causal_self_attention(<random {str(dtype)[6:]} (2, 7, 8) x>, ..., n_head=2)"
-        got = _call(attend, shown, attention, KVCache, x, weights, 2, None)
-        _expect(got, expected, shown, "without a cache the result equals nn.MultiheadAttention "
-                "(in_proj_weight = c_attn_weight.T, out_proj.weight = c_proj_weight.T) with a causal "
-                "mask: check the q | k | v order of the columns, split the heads with .view(B, T, "
-                "n_head, d_head).transpose(1, 2) (not .view(B, n_head, T, d_head)) and merge them "
-                "back with .transpose(1, 2).reshape(B, T, C).")
+        got = call(attend, shown, attention, KVCache, x, weights, 2, None)
+        expect_example(got, expected, shown, "without a cache the result equals nn.MultiheadAttention "
+                       "(in_proj_weight = c_attn_weight.T, out_proj.weight = c_proj_weight.T) with a causal "
+                       "mask: check the q | k | v order of the columns, split the heads with .view(B, T, "
+                       "n_head, d_head).transpose(1, 2) (not .view(B, n_head, T, d_head)) and merge them "
+                       "back with .transpose(1, 2).reshape(B, T, C).")
         count += 1
         for chunks in ([5, 1, 1], [3, 4], [1] * 7, [7]):
             shown = f"the same x fed through one KVCache in pieces of {chunks} tokens"
             args = (attention, KVCache, x, weights, 2, chunks)
-            got = _call(attend, shown, *args)
-            _expect(got, (expected, 7), shown, "the outputs, joined, equal one pass over all 7 tokens "
-                    "without a cache, and the cache then holds 7 positions.",
-                    ATTN_HINTS, (x, weights, 2, chunks))
+            got = call(attend, shown, *args)
+            expect_example(got, (expected, 7), shown, "the outputs, joined, equal one pass over all 7 tokens "
+                           "without a cache, and the cache then holds 7 positions.",
+                           ATTN_HINTS, (x, weights, 2, chunks))
             count += 1
     passed("causal_self_attention", count)
 
@@ -371,8 +370,8 @@ def _no_cache_used(got, exp, args):
 
 
 def _generate_no_limit(got, exp, args):
-    return isinstance(exp, dict) and _raised(exp.get("tokens"), "ValueError") and isinstance(got, dict) \
-        and not _raised(got.get("tokens"), "ValueError")
+    return isinstance(exp, dict) and raised(exp.get("tokens"), "ValueError") and isinstance(got, dict) \
+        and not raised(got.get("tokens"), "ValueError")
 
 
 def _reseeded(got, exp, args):
@@ -448,7 +447,7 @@ def check_generate(generate: Callable) -> None:
     count = 0
     for use_cache in (True, False):
         shown = f"generate(<random 2-layer model, block_size 16>, <(2, 4) prompt>, 6, n_head=2, use_cache={use_cache})"
-        result = _call(traced, shown, generate, params, prompt, 6, 2, 0.0, 0, use_cache)
+        result = call(traced, shown, generate, params, prompt, 6, 2, 0.0, 0, use_cache)
         tokens = result["tokens"]
         if isinstance(tokens, str):
             raise CheckFailed(f"{shown} {tokens}")
@@ -474,7 +473,7 @@ def check_generate(generate: Callable) -> None:
         runs = {}
         for use_cache in (True, False):
             shown = f"generate(..., 8, n_head=2, temperature=0.9, seed={seed}, use_cache={use_cache})"
-            runs[use_cache] = _call(traced, shown, generate, params, prompt, 8, 2, 0.9, seed, use_cache)
+            runs[use_cache] = call(traced, shown, generate, params, prompt, 8, 2, 0.9, seed, use_cache)
         expect(runs[True]["tokens"], runs[False]["tokens"],
                f"sampled tokens with the cache (seed {seed}), compared with those without it",
                ["both ways the logits are the same, and with one generator seeded once and one "
@@ -483,7 +482,7 @@ def check_generate(generate: Callable) -> None:
         count += 1
     uniform = dict(params, **{"transformer.wte.weight": torch.zeros(11, 8)})  # every logit 0
     shown = "generate(<a model whose logits are all 0>, <(2, 4) prompt>, 12, n_head=2, temperature=1.0)"
-    tokens = _call(generate, shown, uniform, prompt, 12, 2, 1.0, 0)
+    tokens = call(generate, shown, uniform, prompt, 12, 2, 1.0, 0)
     if isinstance(tokens, torch.Tensor) and tokens.shape == (2, 16) and all(
             len(set(row)) == 1 for row in tokens[:, 4:].tolist()):
         raise CheckFailed(f"{shown}: every row repeats one token 12 times, {tokens[:, 4:].tolist()}, "
@@ -491,10 +490,10 @@ def check_generate(generate: Callable) -> None:
     count += 1
     for new, ok in ((12, True), (13, False)):
         shown = f"generate(<block_size 16>, <(2, 4) prompt>, {new}, n_head=2)"
-        result = _call(traced, shown, generate, params, prompt, new, 2)
+        result = call(traced, shown, generate, params, prompt, new, 2)
         if ok and isinstance(result["tokens"], str):
             raise CheckFailed(f"{shown} {result['tokens']}: 4 + 12 = 16 tokens fit block_size 16.")
-        if not ok and not _raised(result["tokens"], "ValueError"):
+        if not ok and not raised(result["tokens"], "ValueError"):
             raise CheckFailed(f"{shown}: expected a ValueError (4 + 13 > 16).\nHint: {GEN_NO_LIMIT.text}")
         count += 1
     passed("generate", count)
@@ -520,15 +519,15 @@ def _sdpa(q, k, v, causal_top_left=False, tiled=False):
 GQA_TILED = Hint(
     "query heads are paired with key/value heads round-robin (k.repeat): query head h reads key/"
     "value head h // n_rep, consecutive query heads share one (k.repeat_interleave(n_rep, dim=1)).",
-    lambda got, exp, args: args[1].shape[1] not in (1, args[0].shape[1]) and _close(got, _sdpa(*args, tiled=True)))
+    lambda got, exp, args: args[1].shape[1] not in (1, args[0].shape[1]) and close(got, _sdpa(*args, tiled=True)))
 GQA_TOP_LEFT = Hint(
     "the causal mask is aligned top-left: the T_q queries are the last of the T_k positions, so "
     "query i sees keys 0 … T_k - T_q + i (tril(T_k - T_q), not is_causal=True).",
-    lambda got, exp, args: args[0].shape[2] != args[1].shape[2] and _close(got, _sdpa(*args, causal_top_left=True)))
+    lambda got, exp, args: args[0].shape[2] != args[1].shape[2] and close(got, _sdpa(*args, causal_top_left=True)))
 GQA_NOT_DIVISIBLE = Hint(
     "H query heads that H_kv does not divide must raise ValueError (check H % H_kv before "
     "grouping: repeat_interleave would otherwise fail with a shape error, or group wrongly).",
-    lambda got, exp, args: _raised(exp, "ValueError") and not _raised(got, "ValueError"))
+    lambda got, exp, args: raised(exp, "ValueError") and not raised(got, "ValueError"))
 GQA_HINTS = (GQA_TILED, GQA_TOP_LEFT, GQA_NOT_DIVISIBLE)
 
 
@@ -538,9 +537,9 @@ def check_grouped_query_attention(gqa: Callable) -> None:
     k = torch.zeros(1, 1, 1, 4)
     v = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]]]])
     shown = "grouped_query_attention(<(1, 3, 1, 4) q>, <(1, 1, 1, 4) k>, v = [[[[1, 2, 3, 4]]]])"
-    _expect(_call(gqa, shown, q, k, v), v.expand(1, 3, 1, 4), shown,
-            "multi-query attention with one key: every query head gives weight 1 to it, so every "
-            "head's output is v.")
+    expect_example(call(gqa, shown, q, k, v), v.expand(1, 3, 1, 4), shown,
+                   "multi-query attention with one key: every query head gives weight 1 to it, so every "
+                   "head's output is v.")
     g = torch.Generator().manual_seed(1)
     count = 1
     for H, H_kv, T_q, T_k, dtype in ((4, 2, 5, 5, torch.float32), (6, 3, 1, 9, torch.float64),
@@ -551,14 +550,14 @@ def check_grouped_query_attention(gqa: Callable) -> None:
         mask = torch.ones(T_q, T_k, dtype=torch.bool).tril(T_k - T_q)
         expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         shown = f"grouped_query_attention(<H={H}, H_kv={H_kv}, T_q={T_q}, T_k={T_k}, {str(dtype)[6:]}>)"
-        _expect(_call(gqa, shown, q, k, v), expected, shown,
-                "the result equals F.scaled_dot_product_attention(q, k, v, attn_mask=tril(T_k - T_q), "
-                "enable_gqa=True).", GQA_HINTS, (q, k, v))
+        expect_example(call(gqa, shown, q, k, v), expected, shown,
+                       "the result equals F.scaled_dot_product_attention(q, k, v, attn_mask=tril(T_k - T_q), "
+                       "enable_gqa=True).", GQA_HINTS, (q, k, v))
         count += 1
     shown = "grouped_query_attention(<H=3 query heads>, <H_kv=2>)"
-    got = _call(lambda: outcome(lambda: gqa(torch.zeros(1, 3, 2, 4), torch.zeros(1, 2, 2, 4),
-                                            torch.zeros(1, 2, 2, 4))), shown)
-    if not _raised(got, "ValueError"):
+    got = call(lambda: outcome(lambda: gqa(torch.zeros(1, 3, 2, 4), torch.zeros(1, 2, 2, 4),
+                                           torch.zeros(1, 2, 2, 4))), shown)
+    if not raised(got, "ValueError"):
         raise CheckFailed(f"{shown}: expected a ValueError (3 heads do not split into 2 groups), got {got!r:.80}")
     passed("grouped_query_attention", count + 1)
 
@@ -594,7 +593,7 @@ def check_complete(complete: Callable) -> None:
         texts = {}
         for use_cache in (True, False):
             shown = f"complete({prompt!r}, {n}, temperature={temperature}, seed={seed}, use_cache={use_cache})"
-            result = _call(traced, shown, complete, prompt, n, temperature, seed, use_cache)
+            result = call(traced, shown, complete, prompt, n, temperature, seed, use_cache)
             texts[use_cache] = result["tokens"]
             if not isinstance(texts[use_cache], str) or len(texts[use_cache]) != len(prompt) + n \
                     or not texts[use_cache].startswith(prompt):
@@ -608,11 +607,11 @@ def check_complete(complete: Callable) -> None:
         print(f"--- {prompt!r}, temperature {temperature}, seed {seed} (cached == uncached):\n"
               f"{texts[True]}\n")
         count += 1
-    greedy = _call(complete, "complete('To be, or not', 80)", "To be, or not", 80)
+    greedy = call(complete, "complete('To be, or not', 80)", "To be, or not", 80)
     expect(texts[True] == greedy, False, "complete('To be, or not', 80, temperature=0.8, seed=1) == "
            "complete('To be, or not', 80) (greedy)", [CAPSTONE_IGNORES])
-    got = _call(lambda: outcome(lambda: complete("Hello ~ world", 5)), "complete('Hello ~ world', 5)")
-    if not _raised(got, "ValueError"):
+    got = call(lambda: outcome(lambda: complete("Hello ~ world", 5)), "complete('Hello ~ world', 5)")
+    if not raised(got, "ValueError"):
         raise CheckFailed(f"complete('Hello ~ world', 5): '~' is not in the vocabulary; expected a "
                           f"ValueError, got {got!r:.80}")
     passed("complete", count + 1)
@@ -623,28 +622,28 @@ def check_complete(complete: Callable) -> None:
 # ----------------------------------------------------------------------------------------
 
 def _dtype(g: torch.Generator) -> torch.dtype:
-    return (torch.float32, torch.float64)[_int(g, 0, 2)]
+    return (torch.float32, torch.float64)[randint(g, 0, 2)]
 
 
 def _cache_case(g: torch.Generator, sizes: list[int], max_len: int, dtype=torch.float32) -> tuple:
-    B, H, d = _int(g, 1, 4), _int(g, 1, 4), _int(g, 1, 6)
+    B, H, d = randint(g, 1, 4), randint(g, 1, 4), randint(g, 1, 6)
     chunks = [(torch.randn(B, H, s, d, generator=g, dtype=dtype), torch.randn(B, H, s, d, generator=g, dtype=dtype))
               for s in sizes]
     return (B, H, max_len, d), chunks, torch.zeros(1, dtype=dtype)
 
 
 def _cache_prefill_decode(g):
-    T0, n = _int(g, 2, 7), _int(g, 2, 5)
-    return _cache_case(g, [T0] + [1] * n, T0 + n + _int(g, 0, 3), _dtype(g))
+    T0, n = randint(g, 2, 7), randint(g, 2, 5)
+    return _cache_case(g, [T0] + [1] * n, T0 + n + randint(g, 0, 3), _dtype(g))
 
 
 def _cache_overflow(g):
-    max_len = _int(g, 3, 7)
+    max_len = randint(g, 3, 7)
     return _cache_case(g, [max_len - 1, 2, 1], max_len)  # the 2 do not fit, the 1 then does
 
 
 def _cache_exact(g):
-    max_len = _int(g, 2, 6)
+    max_len = randint(g, 2, 6)
     return _cache_case(g, [max_len, 1], max_len, torch.float64)  # full, then one too many
 
 
@@ -652,10 +651,10 @@ CACHE_CALL = "lambda shape, chunks, like: checks.replay(KVCache, shape, chunks, 
 
 
 def _attention_case(g: torch.Generator, chunks: list[int] | None, dtype=torch.float32) -> tuple:
-    n_head, d = _int(g, 1, 4), _int(g, 1, 5)
+    n_head, d = randint(g, 1, 4), randint(g, 1, 5)
     C = n_head * d
-    T = sum(chunks) if chunks else _int(g, 1, 9)
-    x = torch.randn(_int(g, 1, 4), T, C, generator=g, dtype=dtype)
+    T = sum(chunks) if chunks else randint(g, 1, 9)
+    x = torch.randn(randint(g, 1, 4), T, C, generator=g, dtype=dtype)
     return x, _attention_weights(g, C, dtype), n_head, chunks
 
 
@@ -665,23 +664,23 @@ ATTENTION_CALL = ("lambda x, w, n_head, chunks: "
 
 def _generate_case(g: torch.Generator, *, use_cache: bool, temperature: float = 0.0,
                    overflow: bool = False, dtype=torch.float32) -> tuple:
-    n_head, d = _int(g, 1, 4), _int(g, 1, 4)
-    block = _int(g, 8, 20)
-    vocab = _int(g, 4, 16)
-    params = random_params(g, vocab, _int(g, 1, 3), n_head * d, block, dtype)
-    T0 = _int(g, 1, 5)
-    new = block - T0 + 1 if overflow else _int(g, 3, block - T0 + 1)  # >= 2 decode steps
-    prompt = torch.randint(vocab, (_int(g, 1, 4), T0), generator=g)
-    return params, prompt, new, n_head, temperature, _int(g, 0, 1000), use_cache
+    n_head, d = randint(g, 1, 4), randint(g, 1, 4)
+    block = randint(g, 8, 20)
+    vocab = randint(g, 4, 16)
+    params = random_params(g, vocab, randint(g, 1, 3), n_head * d, block, dtype)
+    T0 = randint(g, 1, 5)
+    new = block - T0 + 1 if overflow else randint(g, 3, block - T0 + 1)  # >= 2 decode steps
+    prompt = torch.randint(vocab, (randint(g, 1, 4), T0), generator=g)
+    return params, prompt, new, n_head, temperature, randint(g, 0, 1000), use_cache
 
 
 GENERATE_CALL = "lambda *args: checks.traced(generate, *args)"
 
 
 def _gqa_case(g: torch.Generator, T_q: int, T_k: int, dtype=torch.float32) -> tuple:
-    H_kv = _int(g, 1, 4)
-    H = H_kv * _int(g, 1, 4)
-    B, d = _int(g, 1, 3), _int(g, 1, 9)
+    H_kv = randint(g, 1, 4)
+    H = H_kv * randint(g, 1, 4)
+    B, d = randint(g, 1, 3), randint(g, 1, 9)
     return (torch.randn(B, H, T_q, d, generator=g, dtype=dtype),
             torch.randn(B, H_kv, T_k, d, generator=g, dtype=dtype),
             torch.randn(B, H_kv, T_k, d, generator=g, dtype=dtype))
@@ -689,8 +688,8 @@ def _gqa_case(g: torch.Generator, T_q: int, T_k: int, dtype=torch.float32) -> tu
 
 def _gqa_grouped(g):
     """At least 2 key/value heads and groups of at least 2: the pairing of heads matters."""
-    H_kv, n_rep, T = _int(g, 2, 5), _int(g, 2, 4), _int(g, 2, 8)
-    B, d = _int(g, 1, 3), _int(g, 1, 9)
+    H_kv, n_rep, T = randint(g, 2, 5), randint(g, 2, 4), randint(g, 2, 8)
+    B, d = randint(g, 1, 3), randint(g, 1, 9)
     return (torch.randn(B, H_kv * n_rep, T, d, generator=g), torch.randn(B, H_kv, T, d, generator=g),
             torch.randn(B, H_kv, T, d, generator=g))
 
@@ -701,7 +700,7 @@ _PROMPTS = ("ROMEO:\n", "KING LEAR:\nBlow, winds", "O", "HAMLET:\nTo be", "Enter
 
 
 def _complete_case(g, temperature: float) -> tuple:
-    return _PROMPTS[_int(g, 0, len(_PROMPTS))], _int(g, 5, 40), temperature, _int(g, 0, 1000)
+    return _PROMPTS[randint(g, 0, len(_PROMPTS))], randint(g, 5, 40), temperature, randint(g, 0, 1000)
 
 
 CASES: dict[str, list[Case]] = {
@@ -717,12 +716,12 @@ CASES: dict[str, list[Case]] = {
         Case(ATTENTION_CALL, lambda g: _attention_case(g, None), "no cache, (B, T, C) x", ATTN_HINTS),
         Case(ATTENTION_CALL, lambda g: _attention_case(g, None, torch.float64), "no cache, float64, T may be 1",
              ATTN_HINTS),
-        Case(ATTENTION_CALL, lambda g: _attention_case(g, [_int(g, 1, 6)] + [1] * _int(g, 2, 5)),
+        Case(ATTENTION_CALL, lambda g: _attention_case(g, [randint(g, 1, 6)] + [1] * randint(g, 2, 5)),
              "a prompt then one token at a time through the cache", ATTN_HINTS),
-        Case(ATTENTION_CALL, lambda g: _attention_case(g, [_int(g, 1, 4), _int(g, 2, 5), _int(g, 1, 3)],
+        Case(ATTENTION_CALL, lambda g: _attention_case(g, [randint(g, 1, 4), randint(g, 2, 5), randint(g, 1, 3)],
                                                         torch.float64),
              "float64, pieces of several tokens through the cache", ATTN_HINTS),
-        Case(ATTENTION_CALL, lambda g: _attention_case(g, [1] * _int(g, 2, 6)), "one token at a time from the start",
+        Case(ATTENTION_CALL, lambda g: _attention_case(g, [1] * randint(g, 2, 6)), "one token at a time from the start",
              ATTN_HINTS),
     ],
     "test_generate": [
@@ -741,9 +740,9 @@ CASES: dict[str, list[Case]] = {
     ],
     "test_grouped_query_attention": [
         Case("grouped_query_attention", _gqa_grouped, "groups of query heads, T_q = T_k", GQA_HINTS),
-        Case("grouped_query_attention", lambda g: _gqa_case(g, 1, _int(g, 2, 10), torch.float64),
+        Case("grouped_query_attention", lambda g: _gqa_case(g, 1, randint(g, 2, 10), torch.float64),
              "one decode query (T_q = 1), float64", GQA_HINTS),
-        Case("grouped_query_attention", lambda g: _gqa_case(g, _int(g, 2, 4), _int(g, 4, 9)),
+        Case("grouped_query_attention", lambda g: _gqa_case(g, randint(g, 2, 4), randint(g, 4, 9)),
              "T_q < T_k (a chunk after a cached prefix)", GQA_HINTS),
         Case("grouped_query_attention",
              lambda g: (torch.randn(2, 6, 3, 4, generator=g), torch.randn(2, 2, 3, 4, generator=g),
