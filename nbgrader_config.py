@@ -43,6 +43,8 @@ c.HTMLExporter.sanitize_html = True
 c.HTMLExporter.filters = {"markdown2html": "autograder.html.markdown2html",
                           "clean_html": "autograder.html.clean_html"}
 c.HTMLExporter.preprocessors = ["autograder.html.NumericImageSizes"]  # image outputs' width/height
+# Feedback pages typeset formulas with the course's own MathJax, not nbgrader's CDN copy.
+c.GenerateFeedback.exporter_class = "autograder.feedback_mathjax.FeedbackExporter"
 
 # CSVs a TA opens in a spreadsheet: no student text starts a formula (`nbgrader export` too).
 c.ExportApp.plugin_class = "autograder.csvsafe.CsvExport"

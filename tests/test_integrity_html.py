@@ -104,6 +104,7 @@ def _visit(browser, path: Path) -> dict:
         plots: [...document.images].filter(i => i.src.startsWith('data:image/png') && i.naturalWidth > 0).length,
         text: document.body.innerText,
         tables: [...document.querySelectorAll('table th')].map(th => th.innerText.trim()),
+        formulas: document.querySelectorAll('mjx-container').length,
     })""")
     page.close()
     return seen
@@ -116,7 +117,7 @@ def test_no_planted_script_runs_and_plots_formulas_tables_show(pages, browser, w
     seen = _visit(browser, pages[which])
     assert seen["pwned"] == [], seen["pwned"]
     assert seen["plots"] >= 1
-    assert "\\frac{1}{\\sqrt{d_k}}" in seen["text"]
+    assert "\\frac{1}{\\sqrt{d_k}}" in seen["text"] or seen["formulas"] >= 1  # TeX source, or typeset
     assert "tokens" in seen["tables"] and "ids" in seen["tables"]
 
 
