@@ -87,27 +87,32 @@ def _loop() -> asyncio.AbstractEventLoop:
 
 
 class Relay:
-    """One kernel socket's relay: listens at ``path`` for the grader's one connection and passes
-    it on to the kernel's socket ``kernel``, to which it connects at once (before any student
-    code runs, so a socket file replaced later is never followed)."""
+    """One kernel socket's relay: listens at ``path`` for the grader's one connection, and then
+    connects to the kernel's socket ``kernel``: before any of the notebook's code runs in that
+    kernel, so a socket file replaced later is never followed. (Not sooner: a kernel started
+    ahead may wait longer than ZeroMQ's 30 s for a handshake before the grader comes.)"""
 
     def __init__(self, kernel: str, path: Path, cap: int):
         self.kernel, self.path, self.cap = kernel, path, cap
         self._server: asyncio.AbstractServer | None = None
         self._writers: list[asyncio.StreamWriter] = []
-        self._tasks: list[asyncio.Task] = []
+        self._task: asyncio.Task | None = None
 
     async def _open(self) -> None:
-        from_kernel, to_kernel = await asyncio.open_unix_connection(self.kernel)
-        self._writers.append(to_kernel)
-        self._server = await asyncio.start_unix_server(
-            lambda reader, writer: self._connected(reader, writer, from_kernel, to_kernel), path=str(self.path))
+        self._server = await asyncio.start_unix_server(self._connected, path=str(self.path))
 
-    def _connected(self, from_grader, to_grader, from_kernel, to_kernel) -> None:
+    async def _connected(self, from_grader, to_grader) -> None:
         self._server.close()  # one connection only
+        self._task = asyncio.current_task()
         self._writers.append(to_grader)
-        self._tasks += [asyncio.ensure_future(self._pass(from_kernel, to_grader, FrameCounter(self.cap))),
-                        asyncio.ensure_future(self._pass(from_grader, to_kernel, None))]
+        try:
+            from_kernel, to_kernel = await asyncio.open_unix_connection(self.kernel)
+        except OSError:
+            self._close()
+            return
+        self._writers.append(to_kernel)
+        await asyncio.gather(self._pass(from_kernel, to_grader, FrameCounter(self.cap)),
+                             self._pass(from_grader, to_kernel, None))
 
     async def _pass(self, reader, writer, counter: FrameCounter | None) -> None:
         try:
@@ -129,8 +134,8 @@ class Relay:
 
     async def _shut(self) -> None:
         self._close()
-        for task in self._tasks:
-            task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def open_relays(kernel_paths: dict[int, str], folder: Path, cap: int) -> list[Relay]:

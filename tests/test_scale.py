@@ -157,6 +157,18 @@ def test_a_kernel_started_ahead_is_fresh_and_used_once():
     assert not spare.km.has_kernel  # shut down with its notebook
 
 
+def test_a_kernel_started_ahead_still_answers_after_a_long_wait():
+    """A spare kernel may wait longer than ZeroMQ's 30 s handshake time before its notebook comes
+    (here the first notebook's call hangs until its timeout): the grader still reaches it."""
+    hangs = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("def hang():\n    while True: pass")])
+    answers = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("def one(): return 1")])
+    with process.NotebookProcess(hangs, limits=sandbox.Limits(call_timeout=35), prestart=True) as first:
+        assert first.call("hang", ()).kind == "timeout"  # and its kernel restarted on the spare
+        assert first.alive
+    with process.NotebookProcess(answers) as second:
+        assert second.call("one", ()).value == 1
+
+
 @pytest.fixture(scope="module")
 def dask_cluster():
     """A local Dask cluster of two worker processes; none of them outlives it."""
