@@ -761,6 +761,18 @@ def _bpe_decode_random(g):
     return [pick(g, pool) for _ in range(randint(g, 8, 25))], merges
 
 
+def _bpe_decode_any_byte(g):
+    """Every byte value can be an id, 0 and 255 too (text's UTF-8 never holds 0xFF)."""
+    ids = [randint(g, 0, 256) for _ in range(randint(g, 6, 14))]
+    for byte in (0, 255):
+        ids.insert(randint(g, 0, len(ids) + 1), byte)
+    return ids, _merges(g, bytes(ids), 3)
+
+
+def _bpe_encode_no_merges(g):
+    return _text(g, "ab é早🙂", 5, 15), []
+
+
 def _bpe_decode_bytes(g):
     text = _text(g, "aé早🙂 ", 5, 15)
     return list(text.encode("utf-8")), _merges(g, text.encode("utf-8"), 3)
@@ -847,6 +859,10 @@ CASES: dict[str, list[Case]] = {
              BPE_DECODE_HINTS),
         Case("bpe_decode", _bpe_decode_bytes, "decode: multi-byte characters split into bytes",
              BPE_DECODE_HINTS),
+        Case("bpe_decode", _bpe_decode_any_byte, "decode: any byte from 0 to 255 (invalid UTF-8 becomes U+FFFD)",
+             BPE_DECODE_HINTS),
+        Case("bpe_encode", _bpe_encode_no_merges, "encode: no merges at all (the UTF-8 bytes, as a list)",
+             BPE_ENCODE_HINTS),
         Case("lambda text, merges: bpe_decode(bpe_encode(text, merges), merges)", _bpe_round_trip,
              "round trip of text with é, ö, 早 and 🙂", BPE_DECODE_HINTS),
     ],
