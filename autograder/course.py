@@ -29,7 +29,12 @@ from .nbgrader_plugin import RECORDS, REPAIRS
 def nbgrader_api(course: Path, **overrides) -> NbGraderAPI:
     """nbgrader's API for the course directory ``course`` (its ``nbgrader_config.py``, then
     ``overrides``: section → {trait: value}), built the same way in the instructor's process and in
-    every worker, so that they all grade under the same settings."""
+    every worker, so that they all grade under the same settings.
+
+    nbgrader's own ``add_submission`` trips SQLAlchemy's autoflush warning when it adds a new
+    student's submission (the rows it writes are right); each process that grades ignores just
+    that warning from nbgrader, so that an instructor reads only what matters."""
+    warnings.filterwarnings("ignore", category=SAWarning, module=r"nbgrader\.")
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
     config.CourseDirectory.root = str(course)
     config.Exchange.root = str(course / ".exchange")  # no system-wide exchange needed
@@ -225,9 +230,7 @@ def grade_timed(api: NbGraderAPI, assignment: str, student: str, notebooks: list
 
 def record_zero(api: NbGraderAPI, assignment: str, student: str) -> None:
     """Record a submission nbgrader cannot grade as zero (nbgrader does this for missing notebooks)."""
-    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb, warnings.catch_warnings():
-        # nbgrader's own add_submission trips SQLAlchemy's autoflush warning; the rows are right
-        warnings.simplefilter("ignore", SAWarning)
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
         gb.update_or_create_student(student)
         # handed in, even if unreadable: the submission keeps the time collect recorded
         stamp = api.coursedir.get_existing_timestamp(

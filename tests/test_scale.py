@@ -83,6 +83,18 @@ def test_two_jobs_give_exactly_the_scores_and_reports_of_one(course, graded, tmp
     assert all(float(r["seconds"]) > 0 for r in again.values())
 
 
+def test_two_workers_print_no_warning_for_new_students(course, graded, tmp_path):
+    """Students the gradebook has not seen (nbgrader adds their submissions in the workers), in a
+    copy of the course, whose gradebook the other tests count on."""
+    copy = shutil.copytree(course, tmp_path / "course")
+    for k in range(3):
+        shutil.copytree(copy / "submitted" / "ada", copy / "submitted" / f"newcomer{k}")
+    result = run_cli(copy, "autograde", ASSIGNMENT, "--student", *[f"newcomer{k}" for k in range(3)],
+                     "--timeout", "3", "--jobs", "2")
+    shown = [line for line in (result.stdout + result.stderr).splitlines() if "Warning" in line]
+    assert shown == [], shown
+
+
 def test_a_killed_run_resumes_without_losing_or_duplicating_scores(course, graded):
     journal = course / f".autograde-{ASSIGNMENT}.jsonl"
     command = [sys.executable, "-m", "autograder", "autograde", ASSIGNMENT, "--course", str(course),
