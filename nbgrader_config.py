@@ -12,6 +12,9 @@ c = get_config()  # noqa: F821 (injected by traitlets)
 c.CourseDirectory.course_id = "one-hot-to-kv-cache"
 c.CourseDirectory.source_directory = "solutions"   # reference notebooks, nbgrader source format
 c.CourseDirectory.release_directory = "exercises"  # student versions, generated, never hand-edited
+# Each assignment's catalogue of typical mistakes (patches of the reference) stays with the
+# instructor: never released with the exercise.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "mistakes.yaml"]
 # submitted/, autograded/, feedback/ and gradebook.db keep nbgrader's default names (git-ignored).
 # The gradebook is SQLite; for PostgreSQL set c.CourseDirectory.db_url (README, "Database").
 

@@ -11,16 +11,19 @@ graded on its own):
 * coercing results: :func:`as_tensor`, :func:`cpu64`, :func:`tensor_pair`,
   :func:`real_positions`, :func:`param_shapes`;
 * random inputs from the grader's seeded generator (never the global RNG): :func:`randint`,
-  :func:`pick`, :func:`randn`.
+  :func:`pick`, :func:`randn`; a public check's own random set-up: :func:`seeded`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any, Callable
 
 import torch
 
 from .compare import describe_difference
+from .mistakes import public_hints, record
 from .spec import CheckFailed, Hint, error_hint
 
 
@@ -38,8 +41,10 @@ def call(fn: Callable, shown: str, *args: Any) -> Any:
                           "and run the cell again") from None
     except Exception as error:  # the chained traceback still points into the student's code
         message = f"{type(error).__name__}: {error}"
-        hint = error_hint(message)
-        raise CheckFailed(f"{shown} raised {message}" + (f"\nHint: {hint}" if hint else "")) from error
+        record(shown, f"raised {message}")
+        hints = public_hints(sys._getframe(1), shown, f"raised {message}") or [error_hint(message)]
+        raise CheckFailed("\n".join([f"{shown} raised {message}",
+                                      *(f"Hint: {hint}" for hint in hints if hint)])) from error
 
 
 def outcome(thunk: Callable[[], Any]) -> Any:
@@ -67,14 +72,29 @@ def raised(x: Any, name: str = "") -> bool:
 
 def expect_example(got: Any, expected: Any, shown: str, why: str = "",
                    hints: tuple[Hint, ...] = (), args: tuple = ()) -> None:
-    """:func:`expect` with the example's explanation and the hints that recognise the mistake
-    (each once); the explanation is labelled as such, so it is not mistaken for a diagnosis."""
+    """:func:`expect` with the example's explanation and the hints for the mistake: those of the
+    catalogue mistakes whose result on this example is ``got`` (:mod:`autograder.mistakes`), else
+    the chapter's ``hints`` that recognise it; the explanation is labelled as such, so it is not
+    mistaken for a diagnosis."""
+    record(shown, got)
     message = describe_difference(got, expected, shown)
     if message is None:
         return
-    found = list(dict.fromkeys(h.text for h in hints if h.matches(got, expected, args)))
+    found = (public_hints(sys._getframe(1), shown, got)
+             or list(dict.fromkeys(h.text for h in hints if h.matches(got, expected, args))))
     raise CheckFailed("\n".join([message, *([f"About this example: {why}"] if why else []),
                                   *(f"Hint: {text}" for text in found)]))
+
+
+def expect_shape(x: Any, shape: tuple, shown: str) -> None:
+    """``x`` must be a tensor of ``shape``; else say so, with the catalogue mistakes that give
+    its shape here (a public check's shape test before its values)."""
+    got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+    record(shown, got)
+    if got != shape:
+        hints = public_hints(sys._getframe(1), shown, got)
+        raise CheckFailed("\n".join([f"{shown}: expected a tensor of shape {shape}, got {got}",
+                                      *(f"Hint: {hint}" for hint in hints)]))
 
 
 def close(got: Any, target: torch.Tensor) -> bool:
@@ -119,6 +139,16 @@ def param_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 # ----------------------------------------------------------------------------------------
 # Random inputs: from the grader's seeded generator (CPU), never the global RNG
 # ----------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def seeded(seed: int = 0):
+    """Run a public check's own random set-up (a module's initial weights) from ``seed``, so its
+    examples are the same in every notebook (the catalogue's results on them are shipped as data),
+    and leave the student's global generator as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
 
 def randint(g: torch.Generator, lo: int, hi: int) -> int:
     """A random int in [lo, hi)."""

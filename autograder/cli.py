@@ -1,6 +1,8 @@
 """Instructor commands: one per step of the nbgrader workflow, with progress bars.
 
     python -m autograder generate  ASSIGNMENT              # solutions/ -> exercises/ (+ gradebook)
+    python -m autograder catalogue ASSIGNMENT… [--out DIR] # solutions/*/mistakes.yaml -> the public
+                                                          # checks' data (autograder/data/mistakes/)
     python -m autograder collect   ASSIGNMENT FOLDER       # FOLDER/<student>.ipynb -> submitted/
     python -m autograder autograde ASSIGNMENT… [--jobs N | --scheduler ADDRESS]
                                                           # submitted/ -> autograded/ + gradebook
@@ -42,6 +44,28 @@ def _check(result: dict, what: str) -> None:
 def generate(api: NbGraderAPI, args) -> None:
     _check(api.generate_assignment(args.assignment), f"generate {args.assignment}")
     print(f"student version written to {Path(api.coursedir.root) / api.coursedir.release_directory / args.assignment}")
+
+
+def catalogue(api: NbGraderAPI, args) -> None:
+    """Run each assignment's catalogue of mistakes on its public checks' examples and write what
+    the public checks compare with (after changing a reference or its ``mistakes.yaml``)."""
+    import torch
+
+    from . import mistakes
+    from .grading import record_public
+    from .nbgrader_plugin import data_files
+
+    out = args.out or mistakes.PUBLIC
+    out.mkdir(parents=True, exist_ok=True)
+    for assignment in args.assignment:
+        folder = Path(api.coursedir.root) / api.coursedir.source_directory / assignment
+        (path,) = folder.glob("*.ipynb")
+        reference = nbformat.read(path, as_version=4)
+        found = mistakes.load(folder, reference)
+        data = record_public(reference, found, limits=sandbox.Limits(), files=data_files(folder))
+        target = out / mistakes.public_file(reference.metadata["autograder"]["tests"]).name
+        torch.save(data, target)
+        print(f"{assignment}: {len(found.mistakes)} mistakes on {len(data['examples'])} public examples -> {target}")
 
 
 def collect(api: NbGraderAPI, args) -> None:
@@ -246,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     steps = parser.add_subparsers(dest="step", required=True)
     p = steps.add_parser("generate", help="generate the student version of an assignment")
     p.add_argument("assignment")
+    p = steps.add_parser("catalogue", help="compute the public checks' data from each assignment's mistakes.yaml")
+    p.add_argument("assignment", nargs="+")
+    p.add_argument("--out", type=Path, help="folder to write to (default: the package's data/mistakes/)")
     p = steps.add_parser("collect", help="copy submissions named <student>.ipynb into submitted/")
     p.add_argument("assignment")
     p.add_argument("folder")
@@ -295,5 +322,5 @@ def main(argv: list[str] | None = None) -> None:
                                   "budget": 4 * args.timeout if args.budget is None else args.budget}}
                  if args.step == "autograde" else {})
     api = nbgrader_api(course, **overrides)
-    {"generate": generate, "collect": collect, "autograde": autograde,
+    {"generate": generate, "catalogue": catalogue, "collect": collect, "autograde": autograde,
      "feedback": feedback, "export": export, "report": report}[args.step](api, args)

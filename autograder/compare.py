@@ -113,7 +113,7 @@ def describe_difference(got: Any, expected: Any, name: str = "output") -> str | 
     """``None`` when ``got`` matches ``expected``; otherwise one sentence saying what differs."""
     if isinstance(expected, torch.Tensor):
         return _tensor_difference(got, expected, name)
-    if isinstance(expected, bool) or expected is None or isinstance(expected, str):
+    if isinstance(expected, bool) or expected is None or isinstance(expected, (str, bytes)):
         if type(got) is not type(expected) or got != expected:
             return f"{name}: expected {_short(expected)}, got {_short(got)}"
         return None

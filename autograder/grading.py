@@ -19,6 +19,7 @@ from typing import Any
 import nbformat
 import torch
 
+from .mistakes import Catalogue, Mistake, Raised, named, patched, public_data, same_raise
 from .process import CallResult, NotebookProcess
 from .sandbox import Limits
 from .spec import Case, Verdict, error_hint, show_input
@@ -36,17 +37,26 @@ class CellReport:
     failures: dict[tuple[Verdict, str], list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # the kinds of the calls that hung, crashed …
+    mistakes: list[tuple[str, ...]] = field(default_factory=list)  # catalogue mistakes whose results these are
+    diagnosis: str = ""  # what the student reads about them, or that no known mistake matched
+    blind: int = 0  # passed checks that no typical mistake fails: they add no partial credit
 
     @property
     def score(self) -> float:
-        return round(self.points * self.passed / self.total, 2) if self.total else 0.0
+        """Points for the share of checks passed; partial credit counts only the checks that see a
+        typical mistake (a check every known mistake passes cannot tell what else works)."""
+        if not self.total or self.passed == self.total:
+            return float(self.points) if self.total else 0.0
+        return round(self.points * (self.passed - self.blind) / (self.total - self.blind), 2)
 
     def text(self) -> str:
-        head = (f"{self.grade_id}: {self.passed}/{self.total} hidden checks passed, "
+        blind = (f" ({self.blind} of them see none of the typical mistakes and add no partial credit)"
+                 if self.blind and self.passed < self.total else "")
+        head = (f"{self.grade_id}: {self.passed}/{self.total} hidden checks passed{blind}, "
                 f"{self.score:g} of {self.points:g} points")
         lines = [f"✗ {'; '.join(labels)}: " + (str(verdict) + arguments).replace("\n", "\n    ")
                  for (verdict, arguments), labels in self.failures.items()]
-        return "\n".join([head, *lines, *self.notes]) + "\n"
+        return "\n".join([head, *([self.diagnosis] if self.diagnosis else []), *lines, *self.notes]) + "\n"
 
     def record(self) -> dict:
         """The report as data for the instructor's report: hints apart from messages, so that no
@@ -55,7 +65,9 @@ class CellReport:
                 "passed": self.passed, "total": self.total,
                 "failures": [{"message": verdict.message + arguments, "hints": list(verdict.hints), "labels": list(labels)}
                              for (verdict, arguments), labels in self.failures.items()],
-                "notes": list(self.notes), "problems": list(self.problems)}
+                "notes": list(self.notes), "problems": list(self.problems),
+                "mistakes": [list(combo) for combo in self.mistakes], "diagnosis": self.diagnosis,
+                "unmatched": bool(self.diagnosis) and not self.mistakes}
 
 
 def case_seed(seed: int, grade_id: str, index: int) -> int:
@@ -94,21 +106,158 @@ class ReferenceFailed(RuntimeError):
     """The reference notebook failed a case: a course bug, never the student's fault."""
 
 
+Combo = tuple[str, ...]  # ids of catalogue mistakes made together
+MAX_PAIRS = 28  # pairs of mistakes tried on one test cell (8 mistakes that show in it)
+_PAIRS_LOCK = threading.Lock()  # Dask grades in threads that share a worker's references
+
+
+@dataclass
+class Reference:
+    """What notebooks are graded against, computed once per (reference notebook, device, seed):
+    the reference's result of every hidden case (``reference[gid, i]``), and the results of the
+    catalogue's mistakes (:mod:`autograder.mistakes`) on the cases that can see them, single
+    mistakes at once and pairs when first needed."""
+
+    values: dict[tuple[str, int], Any]
+    notebook: nbformat.NotebookNode
+    device: str
+    seed: int
+    limits: Limits
+    files: tuple = ()
+    catalogue: Catalogue = field(default_factory=Catalogue)
+    outcomes: dict[Combo, dict[tuple[str, int], Any]] = field(default_factory=dict)
+    paired: set[str] = field(default_factory=set)  # test cells whose pairs are in outcomes
+    known: dict = field(default_factory=dict)  # what :meth:`singles` and :meth:`blind` found
+
+    def __getitem__(self, key: tuple[str, int]) -> Any:
+        return self.values[key]
+
+    def pairs(self, tests: ModuleType, grade_id: str) -> list[Combo]:
+        """The pairs of mistakes that show in ``grade_id``, their results computed on first use
+        in a kernel of their own (a class needs them for few cells, if any)."""
+        with _PAIRS_LOCK:
+            if grade_id not in self.paired:
+                combos = self.catalogue.pairs(self.notebook, self.singles(tests, grade_id))[:MAX_PAIRS]
+                inputs = {k: v for k, v in _inputs(tests.CASES, self.seed).items() if k[0] == grade_id}
+                if combos:
+                    with NotebookProcess(self.notebook, device=self.device, limits=self.limits,
+                                         skip_cell=is_test_cell, files=self.files) as proc:
+                        for combo, results in _mistake_outcomes(proc, tests, self.notebook, self.catalogue,
+                                                                combos, inputs).items():
+                            self.outcomes.setdefault(combo, {}).update(results)
+                self.paired.add(grade_id)
+        return [c for c in self.outcomes if len(c) == 2 and self.shows(c, tests, grade_id)]
+
+    def singles(self, tests: ModuleType, grade_id: str) -> list[Mistake]:
+        """The catalogue mistakes that show in ``grade_id`` (the same for every student: kept)."""
+        if ("singles", grade_id) not in self.known:
+            self.known["singles", grade_id] = [m for m in self.catalogue.of(grade_id)
+                                               if self.shows((m.id,), tests, grade_id)]
+        return self.known["singles", grade_id]
+
+    def blind(self, tests: ModuleType, grade_id: str) -> set[int]:
+        """The cases of ``grade_id`` that every mistake showing in it passes (none when the
+        catalogue has no mistake there: then every case counts)."""
+        if ("blind", grade_id) not in self.known:
+            singles, cases = self.singles(tests, grade_id), tests.CASES[grade_id]
+            self.known["blind", grade_id] = {
+                i for i, case in enumerate(cases) if singles and all(
+                    _same(case, self.outcomes[m.id,][grade_id, i], self.values[grade_id, i],
+                          self._args(grade_id, i, case)) for m in singles)}
+        return self.known["blind", grade_id]
+
+    def shows(self, combo: Combo, tests: ModuleType, grade_id: str) -> bool:
+        """Whether ``combo``'s results differ from the reference's on a case of ``grade_id``."""
+        results = self.outcomes.get(combo, {})
+        cases = tests.CASES[grade_id]
+        if any((grade_id, i) not in results for i in range(len(cases))):
+            return False
+        return any(not _same(case, results[grade_id, i], self.values[grade_id, i], self._args(grade_id, i, case))
+                   for i, case in enumerate(cases))
+
+    def _args(self, grade_id: str, index: int, case: Case) -> tuple:
+        return to_device(case.make_args(torch.Generator().manual_seed(case_seed(self.seed, grade_id, index))),
+                         self.device)
+
+
+def _mistake_outcomes(proc: NotebookProcess, tests: ModuleType, reference: nbformat.NotebookNode,
+                      catalogue: Catalogue, combos: list[Combo],
+                      inputs: dict[tuple[str, int], tuple]) -> dict[Combo, dict[tuple[str, int], Any]]:
+    """Each combo's results on the cases in its scope, in ``proc`` (the reference, running): its
+    patched cells are run over the reference's, then the reference's are run again."""
+    outcomes = {}
+    for combo in combos:
+        made = catalogue.by_id(combo)
+        sources = patched(reference, made)
+        scope = {gid for m in made for gid in catalogue.scope(m)}
+
+        def make() -> None:
+            for source in sources.values():
+                if (error := proc.run(source)) is not None:
+                    raise ReferenceFailed(f"the reference with mistake {'+'.join(combo)} does not run: {error}")
+
+        make()
+        results = {}
+        for (gid, i), args in inputs.items():
+            if gid in scope:
+                result = proc.call(tests.CASES[gid][i].call, args)
+                results[gid, i] = Raised(result.error) if result.error else result.value
+                if result.error and "CUDA error" in result.error and not result.stopped:
+                    proc.restart()  # a device-side assert poisons the kernel's CUDA context
+                if result.stopped or (result.error and "CUDA error" in result.error):
+                    make()  # the kernel started again, from the reference
+        outcomes[combo] = results
+        for index in sources:
+            proc.run(reference.cells[index].source)
+    return outcomes
+
+
 def reference_results(reference: nbformat.NotebookNode, tests: ModuleType, *, device: str,
-                      seed: int, limits: Limits, files: tuple = (), prestart: bool = False) -> dict[tuple[str, int], Any]:
+                      seed: int, limits: Limits, files: tuple = (), prestart: bool = False,
+                      catalogue: Catalogue = Catalogue()) -> Reference:
     """Run every case of ``tests.CASES`` on the reference notebook, in its own process
     (``files``: the assignment's data files, copied into its working directory; ``prestart``:
-    start the next notebook's kernel meanwhile, see :class:`~autograder.process.NotebookProcess`)."""
+    start the next notebook's kernel meanwhile, see :class:`~autograder.process.NotebookProcess`),
+    then each mistake of ``catalogue`` on the cases that can see it."""
     inputs = _inputs(tests.CASES, seed)
-    results = {}
+    values = {}
     with NotebookProcess(reference, device=device, limits=limits, skip_cell=is_test_cell, files=files,
                          prestart=prestart) as ref:
         for (gid, i), args in inputs.items():
             result = ref.call(tests.CASES[gid][i].call, args)
             if result.error:
                 raise ReferenceFailed(f"reference failed {gid} case {i}: {result.error}")
-            results[gid, i] = result.value
-    return results
+            values[gid, i] = result.value
+        outcomes = _mistake_outcomes(ref, tests, reference, catalogue, [(m.id,) for m in catalogue.mistakes],
+                                     inputs)
+    return Reference(values, reference, device, seed, limits, tuple(files), catalogue, outcomes)
+
+
+def record_public(reference: nbformat.NotebookNode, catalogue: Catalogue, *, limits: Limits,
+                  files: tuple = ()) -> dict:
+    """The results of the reference and of each catalogue mistake on the examples of the public
+    checks (the notebook's test cells, run as a student runs them), as the public checks read
+    them (:func:`autograder.mistakes.load_public`)."""
+    checks = {i: c.metadata.nbgrader["grade_id"] for i, c in enumerate(reference.cells) if is_test_cell(c)}
+    module = "__import__('autograder.mistakes', fromlist=['RECORDING'])"
+    recorded: dict[str | None, dict] = {}
+    with NotebookProcess(reference, device="cpu", limits=limits, skip_cell=is_test_cell, files=files) as proc:
+        for mistake in (None, *catalogue.mistakes):
+            sources = patched(reference, [mistake]) if mistake else {}
+            for source in sources.values():
+                if (error := proc.run(source)) is not None:
+                    raise ReferenceFailed(f"the reference with mistake {mistake.id} does not run: {error}")
+            recorded[mistake and mistake.id] = found = {}
+            for index, gid in checks.items():
+                proc.run(f"{module}.RECORDING = {{}}")
+                failed = proc.run(reference.cells[index].source)  # under a mistake, it should fail
+                if mistake is None and failed:
+                    raise ReferenceFailed(f"the reference fails its public check {gid}: {failed}")
+                found[gid] = proc.call(f"lambda: {module}.RECORDING", ()).value
+            proc.run(f"{module}.RECORDING = None")
+            for index in sources:
+                proc.run(reference.cells[index].source)
+    return public_data(catalogue, recorded)
 
 
 def _explain(call_error: str) -> Verdict:
@@ -156,12 +305,12 @@ def _deadline(seconds: float):
         timer.cancel()
 
 
-def _judge(case: Case, got: Any, expected: Any, args: tuple) -> Verdict | None:
+def _judge(case: Case, got: Any, expected: Any, args: tuple, *, hints: bool = True) -> Verdict | None:
     """``case.judge`` within :data:`JUDGE_SECONDS`, where anything raised on an odd result fails
-    this case only (not the notebook)."""
+    this case only (not the notebook); without ``hints``, only whether and how ``got`` differs."""
     try:
         with _deadline(JUDGE_SECONDS):
-            return case.judge(got, expected, args)
+            return case.judge(got, expected, args) if hints else case.difference(got, expected, args)
     except _JudgeTimeout:
         return Verdict(f"the grader could not compare your result with the expected one within "
                        f"{JUDGE_SECONDS:g} s: return the kind of value the exercise asks for")
@@ -170,14 +319,85 @@ def _judge(case: Case, got: Any, expected: Any, args: tuple) -> Verdict | None:
                        f"({type(error).__name__}): return the kind of value the exercise asks for")
 
 
-def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tuple[str, int], Any],
+def _same(case: Case, a: Any, b: Any, args: tuple) -> bool:
+    """Whether two outcomes of a case agree: values within the case's tolerance, or both raised
+    the same exception (:func:`~autograder.mistakes.same_raise`)."""
+    if isinstance(a, Raised) or isinstance(b, Raised):
+        return isinstance(a, Raised) and isinstance(b, Raised) and same_raise(a.error, b.error)
+    return _judge(case, a, b, args, hints=False) is None
+
+
+def diagnose(tests: ModuleType, reference: Reference, grade_id: str,
+             outcomes: dict[tuple[str, int], Any]) -> list[Combo]:
+    """The catalogue mistakes (one, else two together) whose results on every case of ``grade_id``
+    are the student's ``outcomes``: only these may be named, so a hint never names a mistake
+    the student's code does not make."""
+    cases = tests.CASES[grade_id]
+    args = [reference._args(grade_id, i, case) for i, case in enumerate(cases)]
+
+    def explains(combo: Combo) -> bool:
+        results = reference.outcomes[combo]
+        return all(_same(case, outcomes[grade_id, i], results[grade_id, i], args[i])
+                   for i, case in enumerate(cases))
+
+    found = [(m.id,) for m in reference.singles(tests, grade_id) if explains((m.id,))]
+    return found or [combo for combo in reference.pairs(tests, grade_id) if explains(combo)]
+
+
+NONE_KNOWN = ("These results are none of the typical mistakes we know for this exercise (alone or two "
+              "together): compare your code with the exercise text on the failing checks below, the one "
+              "with the smallest input first.")
+
+
+def _diagnose_report(report: CellReport, tests: ModuleType, reference: Reference,
+                     outcomes: dict[tuple[str, int], Any], failed: dict[int, tuple[Verdict, str]]) -> None:
+    """Fill ``report.failures`` from the ``failed`` cases (index -> verdict, arguments line), naming
+    the catalogue mistakes the student's results are: on every case (their hints replace the
+    cases' own), else on single cases; where none is, the cases' own hints, or an honest "none
+    we know". No diagnosis for code not written or stopped."""
+    gid = report.grade_id
+    cases = tests.CASES[gid]
+    mine = [outcomes[gid, i] for i in range(len(cases))]
+    singles = reference.singles(tests, gid)
+    if failed:
+        report.blind = len(reference.blind(tests, gid) - set(failed))
+    ready = (failed and reference.catalogue.of(gid)
+             and not any(isinstance(o, Raised) and o.kind in (None, "NotImplementedError", "NameError") for o in mine))
+    report.mistakes = diagnose(tests, reference, gid, outcomes) if ready else []
+    if report.mistakes:
+        texts = [named(reference.catalogue.by_id(combo), gid) for combo in report.mistakes]
+        which = "this mistake" if len(texts) == 1 and len(report.mistakes[0]) == 1 else (
+            "these two mistakes together" if len(texts) == 1 else "each of these (they give the same results)")
+        report.diagnosis = (f"Hint: your results on all {report.total} hidden checks are exactly those of the "
+                            f"reference with {which}: " + " OR ".join(texts))
+        failed = {i: (Verdict(verdict.message), arguments) for i, (verdict, arguments) in failed.items()}
+    elif ready:
+        for i, (verdict, arguments) in failed.items():
+            args = reference._args(gid, i, cases[i])
+            here = [named([m], gid) for m in singles
+                    if _same(cases[i], mine[i], reference.outcomes[m.id,][gid, i], args)
+                    and not _same(cases[i], mine[i], reference.values[gid, i], args)]
+            if here:
+                failed[i] = (Verdict(verdict.message, tuple(f"on this check your result is what this mistake gives: {t}"
+                                                             for t in here)), arguments)
+        if not any(verdict.hints for verdict, _ in failed.values()):
+            report.diagnosis = NONE_KNOWN
+            failed = dict(sorted(failed.items(), key=lambda item: (not item[1][1], len(item[1][1]))))
+    for i, key in failed.items():
+        report.failures.setdefault(key, []).append(cases[i].label)
+
+
+def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: Reference,
           points: dict[str, float], *, device: str, seed: int, limits: Limits,
           files: tuple = (), prestart: bool = False, budget: float | None = None) -> dict[str, CellReport]:
     """Run the hidden cases on ``student`` (executed in place, so its cells keep their outputs),
-    its cells and calls within ``budget`` seconds in all (see :class:`~autograder.process.NotebookProcess`)."""
+    its cells and calls within ``budget`` seconds in all (see :class:`~autograder.process.NotebookProcess`),
+    then name the catalogue mistakes its failures are."""
     inputs = _inputs(tests.CASES, seed)
     reports = {gid: CellReport(gid, points[gid]) for gid in tests.CASES if gid in points}
     hung: dict[str, CallResult] = {}  # a call that hung or crashed once is not tried again
+    outcomes: dict[tuple[str, int], Any] = {}
+    failed: dict[str, dict[int, tuple[Verdict, str]]] = {gid: {} for gid in reports}
     with NotebookProcess(student, device=device, limits=limits, skip_cell=is_test_cell, files=files,
                          prestart=prestart, budget=budget) as proc:
         for (gid, i), args in inputs.items():
@@ -191,6 +411,7 @@ def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tupl
                 hung[case.call] = result
             if result.kind and result.kind not in report.problems:
                 report.problems.append(result.kind)
+            outcomes[gid, i] = Raised(result.error) if result.error else result.value
             verdict = (_explain(result.error) if result.error else
                        _judge(case, result.value, expected[gid, i], to_device(args, device)))
             if verdict is None:
@@ -199,9 +420,10 @@ def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: dict[tupl
             unwritten = result.error and result.error.startswith(("raised NotImplementedError",
                                                                    "raised NameError"))
             shown = None if unwritten else show_input(args)
-            arguments = "" if shown is None else f"\nArguments (small enough to try yourself): {shown}"
-            report.failures.setdefault((verdict, arguments), []).append(case.label)
+            failed[gid][i] = (verdict, "" if shown is None else f"\nArguments (small enough to try yourself): {shown}")
         for report in reports.values():
             if report.passed < report.total and proc.cell_errors:
                 report.notes.append("While running your notebook: " + "; ".join(proc.cell_errors[:3]))
+    for gid, report in reports.items():
+        _diagnose_report(report, tests, expected, outcomes, failed[gid])
     return reports

@@ -20,6 +20,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Float, Int, Unicode, default
 
+from . import mistakes
 from .grading import grade, is_test_cell, reference_results, cell_points
 from .repair import repair
 from .sandbox import Limits, sandbox_problem
@@ -36,8 +37,10 @@ RECORDS: dict[tuple[str, str, str], list[dict]] = {}
 def add_references(results: dict[tuple, dict]) -> None:
     """Take reference results computed in another process (keyed by :meth:`SandboxGrade.reference_key`,
     as :func:`autograder.parallel.grade_all` hands them to each worker), so that this process does not
-    run those reference notebooks again."""
-    _REFERENCE_CACHE.update(results)
+    run those reference notebooks again. A reference already here is kept: it may hold pairs of
+    mistakes computed since (:meth:`autograder.grading.Reference.pairs`)."""
+    for key, reference in results.items():
+        _REFERENCE_CACHE.setdefault(key, reference)
 
 
 def _key(resources: dict) -> tuple[str, str, str]:
@@ -84,10 +87,13 @@ class SandboxGrade(NbGraderPreprocessor):
                       memory_mb=self.memory_mb, sandbox=self.sandbox)
 
     def reference_key(self, assignment: str, notebook: str) -> tuple:
-        """What a reference result depends on: the reference file (and its version), device, seed."""
+        """What a reference result depends on: the reference file and its catalogue of mistakes
+        (and their versions), device, seed."""
         coursedir = CourseDirectory(config=self.config)
         path = Path(coursedir.format_path(coursedir.source_directory, ".", assignment)) / f"{notebook}.ipynb"
-        return str(path.resolve()), path.stat().st_mtime_ns, self.device, self.seed
+        catalogue = path.parent / mistakes.FILE
+        return (str(path.resolve()), path.stat().st_mtime_ns,
+                catalogue.stat().st_mtime_ns if catalogue.is_file() else None, self.device, self.seed)
 
     def reference(self, assignment: str, notebook: str) -> tuple:
         """(checks module, reference results) of one notebook: computed once per process, or
@@ -98,8 +104,9 @@ class SandboxGrade(NbGraderPreprocessor):
         tests = importlib.import_module(reference.metadata["autograder"]["tests"])
         if key not in _REFERENCE_CACHE:
             _REFERENCE_CACHE[key] = reference_results(reference, tests, device=self.device, seed=self.seed,
-                                                      limits=self.limits(), files=_data_files(path.parent),
-                                                      prestart=self.prestart)
+                                                      limits=self.limits(), files=data_files(path.parent),
+                                                      prestart=self.prestart,
+                                                      catalogue=mistakes.load(path.parent, reference))
         return tests, _REFERENCE_CACHE[key]
 
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict):
@@ -117,7 +124,7 @@ class SandboxGrade(NbGraderPreprocessor):
         if missing:
             raise ValueError(f"{tests.__name__} has no hidden cases for test cells {missing}")
         reports = grade(nb, tests, expected, cell_points(nb), device=self.device,
-                        seed=self.seed, limits=limits, files=_data_files(release), prestart=self.prestart,
+                        seed=self.seed, limits=limits, files=data_files(release), prestart=self.prestart,
                         budget=self.budget)
 
         notes = REPAIRS.get(_key(resources), [])
@@ -138,7 +145,7 @@ class SandboxGrade(NbGraderPreprocessor):
         return nb, resources
 
 
-def _data_files(folder: Path) -> tuple[Path, ...]:
+def data_files(folder: Path) -> tuple[Path, ...]:
     """The assignment's own data files (what students received beside the notebook)."""
     return tuple(sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".ipynb"
-                        and not p.name.startswith("."))) if folder.is_dir() else ()
+                        and not p.name.startswith(".") and p.name != mistakes.FILE)) if folder.is_dir() else ()

@@ -614,6 +614,23 @@ class NotebookProcess:
     def alive(self) -> bool:
         return self._context is not None
 
+    def restart(self) -> bool:
+        """Start a trusted notebook's kernel again and re-run its cells (e.g. after a CUDA error,
+        which leaves the kernel's CUDA context unusable); False when out of restarts."""
+        return self._restart()
+
+    def run(self, source: str) -> str | None:
+        """Run ``source`` as a cell of a trusted notebook (e.g. a reference cell with a catalogue
+        mistake patched in, see :mod:`autograder.mistakes`): None, or why it failed."""
+        with self._appended(source) as (cell, index):
+            try:
+                self._execute(cell, index, self.limits.cell_timeout)
+            except (CellTimeoutError, DeadKernelError, _BudgetSpent) as exc:
+                self._restart()
+                return f"did not finish ({type(exc).__name__})"
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        return f"raised {_error_text(errors[0])}" if errors else None
+
     def call(self, expression: str, args: tuple, expected: Any = results.TRUSTED) -> CallResult:
         """Evaluate ``expression`` in the notebook and call the result with ``args``. A student's
         call passes the reference's result as ``expected``: its result may then hold only a

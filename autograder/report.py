@@ -62,13 +62,20 @@ def build(course: Path, db_url: str, course_id: str, assignment: str, top: int =
     if not students:
         raise SystemExit(f"no graded submissions of {assignment}: run autograde first")
 
-    messages, hints = Counter(), Counter()  # (exercise, text) -> number of students
+    messages, hints, found = Counter(), Counter(), Counter()  # (exercise, text) -> number of students
+    unmatched: dict[str, list] = {}  # exercise -> [students, one of their failure messages]
     for student, row in students.items():
         entry = journal.get(student, {})
         records = [record for cells in entry.get("cells", {}).values() for record in cells]
         failed = [(record["grade_id"], failure) for record in records for failure in record["failures"]]
         messages.update({(gid, _headline(failure["message"])) for gid, failure in failed})
         hints.update({(gid, hint) for gid, failure in failed for hint in failure["hints"]})
+        found.update({(r["grade_id"], " + ".join(combo)) for r in records for combo in r.get("mistakes", [])})
+        hints.update({(r["grade_id"], r["diagnosis"]) for r in records if r.get("mistakes")})
+        for record in records:
+            if record.get("unmatched"):
+                seen = unmatched.setdefault(record["grade_id"], [0, record["failures"][0]["message"]])
+                seen[0] += 1
         kinds = [kind for record in records for kind in record["problems"]] + [entry.get("kind", "")]
         row["problems"] = [PROBLEM_NAMES.get(kind, kind) for kind in dict.fromkeys(kinds) if kind]
         row["seconds"] = entry.get("seconds")
@@ -116,6 +123,13 @@ td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:to
          for n in names])}
 <h2>Most common hints</h2>
 {_table(["exercise", "hint", "students"], [(g, t, c) for (g, t), c in hints.most_common(top)])}
+<h2>Typical mistakes found</h2>
+<p>Submissions whose results on every hidden check of an exercise are those of a mistake of the
+catalogue (<code>solutions/ASSIGNMENT/mistakes.yaml</code>), one or two at once.</p>
+{_table(["exercise", "mistake", "students"], [(g, m, c) for (g, m), c in found.most_common()])}
+<h2>Failures that matched no known mistake</h2>
+<p>Mistakes the catalogue lacks: consider adding them, so that later students get their hint.</p>
+{_table(["exercise", "students", "one of their failures"], [(g, c, m) for g, (c, m) in sorted(unmatched.items())])}
 <h2>Most common failure messages</h2>
 {_table(["exercise", "message (numbers shown as #)", "students"], [(g, t, c) for (g, t), c in messages.most_common(top)])}
 <h2>Submissions with a timeout, crash, repair or unreadable file</h2>

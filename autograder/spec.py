@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import re
+import sys
 
 import torch
 
 from .compare import describe_difference
+from .mistakes import public_hints, record
 
 
 class CheckFailed(AssertionError):
@@ -76,12 +78,27 @@ class Case:
     hints: tuple[Hint, ...] = field(default=())
     check: Callable[[Any, Any, tuple], str | None] | None = None
 
-    def judge(self, got: Any, expected: Any, args: tuple) -> Verdict | None:
-        """``None`` if ``got`` passes, else the message and the hints that apply."""
+    def difference(self, got: Any, expected: Any, args: tuple) -> Verdict | None:
+        """``None`` if ``got`` passes, else how it differs (no hints)."""
         message = (self.check or _default_check)(got, expected, args)
         if message is None:
             return None
-        return Verdict(message, tuple(h.text for h in self.hints if h.matches(got, expected, args)))
+        if _reports_raise(got) and not _reports_raise(expected):  # the student's own error, not a wrapper's
+            hint = error_hint(got.removeprefix("raised "))
+            return Verdict(f"your code {got}", (hint,) if hint else ())
+        return Verdict(message)
+
+    def judge(self, got: Any, expected: Any, args: tuple) -> Verdict | None:
+        """``None`` if ``got`` passes, else the message and the hints that apply."""
+        verdict = self.difference(got, expected, args)
+        if verdict is None or verdict.hints:
+            return verdict
+        return Verdict(verdict.message, tuple(h.text for h in self.hints if h.matches(got, expected, args)))
+
+
+def _reports_raise(x: Any) -> bool:
+    """Whether ``x`` is how a case's adapter reports an exception (``checks.outcome``)."""
+    return isinstance(x, str) and x.startswith("raised ")
 
 
 def _default_check(got: Any, expected: Any, args: tuple) -> str | None:
@@ -89,10 +106,13 @@ def _default_check(got: Any, expected: Any, args: tuple) -> str | None:
 
 
 def expect(got: Any, expected: Any, what: str, hints: Sequence[str] = ()) -> None:
-    """Public-check assertion: raise :class:`CheckFailed` saying how ``got`` differs."""
+    """Public-check assertion: raise :class:`CheckFailed` saying how ``got`` differs, with the
+    hints of the catalogue mistakes that give ``got`` here, else ``hints``."""
+    record(what, got)
     message = describe_difference(got, expected, what)
     if message is not None:
-        raise CheckFailed(str(Verdict(message, tuple(hints))))
+        known = public_hints(sys._getframe(1), what, got)
+        raise CheckFailed(str(Verdict(message, tuple(known or hints))))
 
 
 def passed(name: str, count: int) -> None:

@@ -96,7 +96,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import _SOLUTION, assignments, make_submission, notebook_of, reference_code  # noqa: E402
 
 from autograder.grading import cell_points, grade, is_test_cell, reference_results  # noqa: E402
-from autograder.nbgrader_plugin import SandboxGrade, _data_files  # noqa: E402
+from autograder.nbgrader_plugin import SandboxGrade, data_files  # noqa: E402
 
 # (assignment, exercise, mutant id) -> why no input can tell this mutant from the reference.
 EQUIVALENT: dict[tuple[str, str, str], str] = {
@@ -510,11 +510,11 @@ def run_chapter(assignment: str, args) -> tuple[list[Exercise], dict]:
     prestart = args.jobs < (os.cpu_count() or 1)
     start = time.perf_counter()
     expected = reference_results(reference, tests, device=args.device, seed=args.seed, limits=grader.limits(),
-                                 files=_data_files(ROOT / "solutions" / assignment), prestart=prestart)
+                                 files=data_files(ROOT / "solutions" / assignment), prestart=prestart)
     print(f"{assignment}: reference results in {time.perf_counter() - start:.1f} s; "
           f"{sum(len(e.mutants) for e in found)} mutants to grade", flush=True)
     settings = dict(device=args.device, seed=args.seed, limits=grader.limits(), budget=grader.budget,
-                    files=_data_files(ROOT / "exercises" / assignment), prestart=prestart)
+                    files=data_files(ROOT / "exercises" / assignment), prestart=prestart)
 
     def graded(jobs: list[tuple[tuple, dict, list[str]]]) -> dict:
         def shown(key, result):

@@ -49,7 +49,7 @@ def masked_mean(x, mask):
 MISTAKES = {  # student -> (function, its code, the test cell it loses, words of its hint)
     "leftpad": ("pad_sequences", LEFT_PADDED, "test_pad_sequences", "pad at the END"),
     "wrapped": ("window_features", WRAPPED, "test_window_features", "do not wrap around"),
-    "notanh": ("window_tagger", NO_TANH, "test_window_tagger", "did you apply tanh"),
+    "notanh": ("window_tagger", NO_TANH, "test_window_tagger", "the hidden layer has no tanh"),
     "meanpad": ("masked_mean", MEAN_OVER_PADDING, "test_masked_mean", "padding included"),
 }
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
+from autograder import mistakes
 from autograder.chapters import ch03_rnn as checks
 from autograder.spec import CheckFailed
 from conftest import ROOT, grade_chapter, reference_namespace
@@ -63,7 +64,7 @@ def sample_next(logits, temperature, generator=None):
 MISTAKES = {  # student -> (function, code, graded cell, words of its hint)
     "notanh": ("rnn_cell", NO_TANH, "test_rnn_cell", "apply torch.tanh"),
     "padding": ("rnn_forward", THROUGH_PADDING, "test_rnn_forward", "inside the padding"),
-    "ifog": ("lstm_cell", LSTM_IFOG, "test_lstm_cell", "another order"),
+    "ifog": ("lstm_cell", LSTM_IFOG, "test_lstm_cell", "i, f, o, g (the order of many papers)"),
     "zswap": ("gru_cell", GRU_Z_SWAPPED, "test_gru_cell", "z and 1 - z are swapped"),
     "padloss": ("sequence_loss", LOSS_OVER_PADDING, "test_sequence_loss", "padding included"),
     "hot": ("sample_next", TEMPERATURE_MULTIPLIED, "test_sample_next", "softmax(logits * temperature)"),
@@ -190,19 +191,25 @@ def test_other_mistakes_get_their_own_hint(reference, name, code, words):
 
 @pytest.mark.parametrize("name, code, words", MORE_MISTAKES[-6:])
 def test_hidden_cases_give_the_same_hint(reference, name, code, words):
-    """As the grader judges them (in process): every hidden case of the cell fails with the hint."""
+    """As the grader judges them (in process): on every hidden case of the cell the code's result
+    is that of the catalogue mistake whose hint has the words, so the diagnosis names it, and
+    some case tells it from the reference."""
     from autograder.grading import _inputs
-    namespace = dict(reference)
-    exec(code, namespace)
+    nb = nbformat.read(ROOT / "solutions" / ASSIGNMENT / "rnn.ipynb", as_version=4)
+    catalogue = mistakes.load(ROOT / "solutions" / ASSIGNMENT, nb)
     cell = f"test_{name}"
+    (mistake,) = [m for m in catalogue.of(cell) if words in m.hint]
+    student, made = dict(reference), dict(reference)
+    exec(code, student)
+    for source in mistakes.patched(nb, [mistake]).values():
+        exec(source, made)
+    shown = False
     for (gid, i), args in _inputs({cell: checks.CASES[cell]}, 0).items():
         case = checks.CASES[gid][i]
-        expected = eval(case.call, reference)(*args)
-        message = case.judge(eval(case.call, namespace)(*args), expected, args)
-        if message is not None:
-            assert words in message, message
-        else:  # only a batch without padding cannot show a loss mistake
-            assert name == "sequence_loss" and bool((args[2] == args[1].shape[1]).all()), case.label
+        got = eval(case.call, student)(*args)
+        assert case.difference(got, eval(case.call, made)(*args), args) is None, (mistake.id, case.label)
+        shown = shown or case.difference(got, eval(case.call, reference)(*args), args) is not None
+    assert shown, f"{mistake.id} passes every hidden case of {cell}"
 
 
 def test_frequency_check_tells_temperatures_apart():

@@ -2,7 +2,9 @@
 
 One class graded through the README's commands: the reference (full marks), the untouched exercise
 (zero, every report saying what to write), and one typical mistake per exercise (partial credit,
-its own hint). Then the public checks, run here on the reference and on the same mistakes.
+its own hint). Then the public checks, run here on the reference and on the same mistakes. The
+hints are the catalogue's (solutions/04-seq2seq/mistakes.yaml): students' code written otherwise
+than the catalogue's patches must still be recognised as the same mistake.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from IPython.core.inputtransformer2 import TransformerManager
 from nbclient import NotebookClient
 
+from autograder import mistakes
 from autograder.chapters import ch04_seq2seq as checks
-from autograder.grading import _explain, _inputs
+from autograder.grading import Reference, _inputs, diagnose
+from autograder.mistakes import Raised
+from autograder.sandbox import Limits
 from autograder.spec import CheckFailed
-from conftest import ROOT, grade_chapter, reference_namespace
+from conftest import ROOT, grade_chapter, notebook_of, reference_namespace
 
 ASSIGNMENT = "04-seq2seq"
 FULL = 10.0
@@ -43,7 +49,7 @@ def teacher_forced_loss(model, src, src_len, tgt):
     nll = -log_probs.gather(-1, tgt[:, 1:, None])[..., 0]
     mask = (tgt[:, 1:] != PAD).to(nll.dtype)
     return (nll * mask).sum() / mask.numel()  # mistake: divides by every position, PAD included
-''', "test_teacher_forced_loss", "appended to tgt"),
+''', "test_teacher_forced_loss", "still counted in the number you divide by"),
     "past_eos": ("greedy_decode", '''
 def greedy_decode(step, state, max_len, bos=BOS, eos=EOS):
     prev = torch.full((state.shape[0],), bos, device=state.device)
@@ -70,19 +76,20 @@ def beam_search(step, state, max_len, beam_size, alpha=0.0, bos=BOS, eos=EOS):
 }
 
 # More mistakes found in a student-eye review, tested without the grading kernel (cheap): the
-# public check and the hidden cases, judged in this process, must name each one.
+# public check and the grader's diagnosis on the hidden cases, computed in this process, must name
+# each one: (the function replaced, its code, the test cell, words of the hint, the catalogue id).
 REVIEWED = {
     "softmax_over_batch": ("decoder_step", '''
 def decoder_step(model, y_prev, h):
     o, h_new = model.decoder(model.tgt_emb(y_prev)[:, None], h[None])
     return F.log_softmax(model.out(o[:, 0]), 0), h_new[0]  # mistake: normalised over the batch
-''', "test_decoder_step", "wrong dimension"),
+''', "test_decoder_step", "wrong dimension", "step-softmax-over-batch"),
     "logits_not_transposed": ("teacher_forced_loss", '''
 def teacher_forced_loss(model, src, src_len, tgt):
     _, h = encode(model, src, src_len)
     s, _ = model.decoder(model.tgt_emb(tgt[:, :-1]), h[None])
     return F.cross_entropy(model.out(s), tgt[:, 1:], ignore_index=PAD)  # mistake: (B, T, V)
-''', "test_teacher_forced_loss", "classes in dimension 1"),
+''', "test_teacher_forced_loss", "classes from dimension 1", "loss-classes-last"),
     "stops_when_any_row_ends": ("greedy_decode", '''
 def greedy_decode(step, state, max_len, bos=BOS, eos=EOS):
     prev = torch.full((state.shape[0],), bos, device=state.device)
@@ -97,7 +104,7 @@ def greedy_decode(step, state, max_len, bos=BOS, eos=EOS):
         if any(done):  # mistake: all rows must have finished
             break
     return out
-''', "test_greedy_decode", "all, not any"),
+''', "test_greedy_decode", "all, not any", "greedy-stops-when-any-ends"),
     "state_of_first_row": ("beam_search", '''
 def beam_search(step, state, max_len, beam_size, alpha=0.0, bos=BOS, eos=EOS):
     beam, finished = [([], 0.0, state[0])], []
@@ -117,13 +124,12 @@ def beam_search(step, state, max_len, beam_size, alpha=0.0, bos=BOS, eos=EOS):
     tokens, score = max(finished + [(t, s) for t, s, _ in beam],
                         key=lambda h: h[1] / ((5 + len(h[0])) / 6) ** alpha)
     return tokens, score / ((5 + len(tokens)) / 6) ** alpha
-''', "test_beam_search", "parent"),
+''', "test_beam_search", "(the best parent)", "beam-state-of-best-row"),
 }
 REVIEWED["length_without_eos"] = ("beam_search", REVIEWED["state_of_first_row"][1].replace(
     "new_state[0]))  # mistake: not the parent's state", "new_state[i]))").replace(
-    "return tokens, score / ((5 + len(tokens)) / 6) ** alpha",
-    "return tokens, score / ((4 + len(tokens)) / 6) ** alpha  # mistake: |Y| without eos"),
-    "test_beam_search", "without eos")
+    "(5 + len(", "(4 + len("),  # mistake: |Y| without eos, in the choice and in the score
+    "test_beam_search", "without eos", "beam-length-without-eos")
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +215,7 @@ def test_untouched_exercise_checks_say_what_to_do():
 
 @pytest.mark.parametrize("student", REVIEWED)
 def test_reviewed_mistake_public_check_names_it(reference, student):
-    name, _, _, words = REVIEWED[student]
+    name, _, _, words, _ = REVIEWED[student]
     namespace = dict(reference)
     exec(REVIEWED[student][1], namespace)
     with pytest.raises(CheckFailed) as failure:
@@ -217,19 +223,47 @@ def test_reviewed_mistake_public_check_names_it(reference, student):
     assert words in str(failure.value), str(failure.value)
 
 
+def _outcomes(namespace: dict, cells, seed: int = 0) -> dict:
+    """Each hidden case's result of the code in ``namespace`` (an exception as the grader records it)."""
+    results = {}
+    for (gid, i), args in _inputs({gid: checks.CASES[gid] for gid in cells}, seed).items():
+        try:
+            results[gid, i] = eval(checks.CASES[gid][i].call, namespace)(*args)
+        except Exception as error:
+            results[gid, i] = Raised(f"raised {type(error).__name__}: {error}")
+    return results
+
+
+@pytest.fixture(scope="module")
+def catalogue_reference(course: Path, reference) -> Reference:
+    """The grader's reference for seed 0, computed in this process: the reference's results and
+    each catalogue mistake's, on the hidden cases of the reviewed students' cells."""
+    folder = course / "solutions" / ASSIGNMENT
+    nb = nbformat.read(folder / notebook_of(ASSIGNMENT), as_version=4)
+    catalogue = mistakes.load(folder, nb)
+    cells = {cell for _, _, cell, _, _ in REVIEWED.values()}
+    outcomes = {}
+    for mistake in catalogue.mistakes:
+        scope = cells & set(catalogue.scope(mistake))
+        if scope:  # a fresh namespace: the other functions must call the patched one
+            sources = mistakes.patched(nb, [mistake])
+            namespace: dict = {}
+            for index, cell in enumerate(nb.cells):
+                meta = cell.get("metadata", {}).get("nbgrader", {})
+                if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
+                    exec(TransformerManager().transform_cell(sources.get(index, cell.source)), namespace)
+            outcomes[mistake.id,] = _outcomes(namespace, scope)
+    return Reference(_outcomes(reference, cells), nb, "cpu", 0, Limits(), (), catalogue, outcomes,
+                     paired=set(checks.CASES))  # single mistakes only: no kernel for pairs
+
+
 @pytest.mark.parametrize("student", REVIEWED)
-def test_reviewed_mistake_hidden_cases_name_it(reference, student):
-    """The grader's hidden cases (judged here, in process) fail with the mistake's own hint."""
-    _, code, cell, words = REVIEWED[student]
+def test_reviewed_mistake_hidden_cases_name_it(reference, catalogue_reference, student):
+    """The grader's diagnosis of the hidden cases (computed here, in process) is the catalogue
+    mistake, whose hint says what the reviewer found."""
+    _, code, cell, words, mistake_id = REVIEWED[student]
     namespace = dict(reference)
     exec(code, namespace)
-    messages = []
-    for (gid, i), args in _inputs({cell: checks.CASES[cell]}, 0).items():
-        case = checks.CASES[gid][i]
-        expected = eval(case.call, reference)(*args)
-        try:
-            messages.append(case.judge(eval(case.call, namespace)(*args), expected, args))
-        except Exception as error:  # what the grader reports for a crash
-            messages.append(_explain(f"raised {type(error).__name__}: {error}"))
-    failed = [m for m in messages if m is not None]
-    assert failed and all(words in m for m in failed), failed
+    found = diagnose(checks, catalogue_reference, cell, _outcomes(namespace, [cell]))
+    assert found == [(mistake_id,)], found
+    assert words in catalogue_reference.catalogue.by_id([mistake_id])[0].hint

@@ -2,7 +2,9 @@
 
 One class is graded once: the reference, the untouched exercise, and one typical mistake per
 exercise. Each mistake must cost points in its own exercise (and in the decoder step, which calls
-it, at most) and show that mistake's hint.
+it, at most) and show that mistake's hint. The hints are the catalogue's
+(solutions/05-attention/mistakes.yaml): the students' code here is written otherwise than its
+patches, and must still be recognised.
 """
 
 from __future__ import annotations
@@ -73,6 +75,16 @@ def attentive_decoder_step(x_t, h_prev, H, mask, params):
     c_t = context_vector(alpha, H)
     logits = torch.tanh(torch.cat([h_t, c_t], dim=-1) @ p["W_c"].T) @ p["W_o"].T + p["b_o"]
     return logits, h_t, alpha
+'''
+
+# Exercise 5, public check only: the attentional state returned as the new state.
+STEP_RETURNS_H_TILDE = '''
+def attentive_decoder_step(x_t, h_prev, H, mask, params):
+    p = params
+    h_t = torch.gru_cell(x_t, h_prev, p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"])
+    alpha = attention_weights(general_score(h_t, H, p["W_a"]), mask)
+    h_tilde = torch.tanh(torch.cat([context_vector(alpha, H), h_t], dim=-1) @ p["W_c"].T)
+    return h_tilde @ p["W_o"].T + p["b_o"], h_tilde, alpha
 '''
 
 # Exercise 5, public check only: the padding mask forgotten.
@@ -173,7 +185,7 @@ def test_reference_passes_every_public_check(reference, capsys):
     (CONCAT_SWAPPED, "the query comes first"),
     ("def concat_score(h, H, W_a, v_a):\n"
      "    q = h[:, None, :].expand(-1, H.shape[1], -1)\n"
-     "    return (torch.cat([q, H], dim=-1) @ W_a.T) @ v_a", "the tanh is missing"),
+     "    return (torch.cat([q, H], dim=-1) @ W_a.T) @ v_a", "concat_score has no tanh"),
     ("def additive_score(h, H, W_q, W_k, v):\n"
      "    return torch.tanh((h @ W_q.T)[:, None, :] - H @ W_k.T) @ v", "the same scores"),
     (MASK_AFTER_SOFTMAX, "without renormalising"),
@@ -206,8 +218,7 @@ def test_reference_passes_every_public_check(reference, capsys):
     ("def context_vector(weights, values):\n    return weights.unsqueeze(1) @ values",
      "drop the middle axis"),
     (STEP_CONCAT_ORDER, "with the context first"),
-    (STEP_CONCAT_ORDER.replace("return logits, h_t, alpha", "return logits, torch.tanh(h_t @ p['W_a']), alpha"),
-     "h_t differs"),
+    (STEP_RETURNS_H_TILDE, "return the GRU cell's new state h_t"),
     (STEP_CONCAT_ORDER.replace("return logits, h_t, alpha", "return logits"), "three tensors"),
 ])
 def test_a_typical_mistake_fails_its_public_check_with_the_hint(reference, source, words):

@@ -1,12 +1,12 @@
 """Chapter 6 (self-attention): the grader and the public checks on typical submissions.
 
-One class is graded once: the reference, the untouched exercise, and one typical mistake per
-exercise. The public checks are then run in this process on the reference and on the mistakes.
+One class is graded once: the reference, the untouched exercise, and typical mistakes of every
+exercise (the grader names them from the catalogue, solutions/06-self-attention/mistakes.yaml).
+The public checks are then run in this process on the reference and on the mistakes.
 """
 
 from __future__ import annotations
 
-import math
 
 import nbformat
 import pytest
@@ -54,13 +54,50 @@ class SelfAttention(nn.Module):
     def forward(self, x, attn_mask=None, is_causal=False):
         return scaled_dot_product_attention(self.W_q(x), self.W_k(x), self.W_v(x))
 '''
+# Exercise 1: a stable softmax that forgets the all -inf slice (NaN there).
+STABLE_BUT_NAN = '''
+def softmax(x, dim=-1):
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+'''
+# Exercise 3: the mask read the other way round, is_causal included.
+INVERTED_MASK = '''
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if is_causal:
+        attn_mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+    if attn_mask is not None:
+        s = s.masked_fill(attn_mask, float('-inf'))
+    return softmax(s) @ v
+'''
+# Exercise 3 (public check only): K not transposed (fails unless T_k = d_k; runs, wrongly, on
+# square inputs). The grader compares a RuntimeError's whole text, which ends with the student's
+# own failing line, so it names this mistake only for code that fails on the reference's line.
+K_NOT_TRANSPOSED = '''
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):
+    scores = q @ k / math.sqrt(q.shape[-1])
+    if is_causal:
+        attn_mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return softmax(scores) @ v
+'''
+# Exercise 4: keys made with W_v, values with W_k.
+KEYS_VALUES_SWAPPED = MASK_DROPPED_MODULE.replace(
+    "scaled_dot_product_attention(self.W_q(x), self.W_k(x), self.W_v(x))",
+    "scaled_dot_product_attention(self.W_q(x), self.W_v(x), self.W_k(x), attn_mask, is_causal)")
 MISTAKES = {  # student -> (name replaced, source, graded cell, words of its hint)
     "naive_softmax": ("softmax", NAIVE_SOFTMAX, "test_softmax", "Subtract the maximum"),
+    "stable_but_nan": ("softmax", STABLE_BUT_NAN, "test_softmax", "NaN in a slice whose entries are all -inf"),
     "bottom_right": ("causal_mask", BOTTOM_RIGHT_MASK, "test_causal_mask", "top-left"),
     "unscaled": ("scaled_dot_product_attention", UNSCALED_ATTENTION,
                  "test_scaled_dot_product_attention", "1/√d_k"),
+    "inverted_mask": ("scaled_dot_product_attention", INVERTED_MASK,
+                      "test_scaled_dot_product_attention", "the mask is inverted"),
     "mask_dropped": ("SelfAttention", MASK_DROPPED_MODULE, "test_self_attention",
                      "attention without any mask"),
+    "keys_values_swapped": ("SelfAttention", KEYS_VALUES_SWAPPED, "test_self_attention",
+                            "keys and values are swapped"),
 }
 
 
@@ -88,6 +125,7 @@ def test_typical_mistake_gets_partial_credit_and_its_hint(graded, student):
     assert 0 < row["score"] < FULL, row["report"]
     report = row["report"][cell]
     assert "Hint:" in report and words in report, report
+    assert "your results on all" in report, report  # named from every hidden case, not a guess
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +175,32 @@ def test_public_check_explains_each_typical_mistake(reference, student):
      "    s = q @ k.transpose(-2, -1) / q.shape[-1]\n"
      "    return softmax(s) @ v",
      checks.check_scaled_dot_product_attention, "square root"),
-    ("def softmax(x, dim=-1):\n"
-     "    return torch.softmax(x, 0)",
-     checks.check_softmax, "another dimension"),
+    ("def softmax(x, dim=-1):\n"  # a stable softmax that always normalises the last dimension
+     "    m = x.amax(dim=-1, keepdim=True)\n"
+     "    e = torch.exp(x - torch.where(torch.isinf(m), torch.zeros_like(m), m))\n"
+     "    s = e.sum(dim=-1, keepdim=True)\n"
+     "    return e / torch.where(s == 0, torch.ones_like(s), s)",
+     checks.check_softmax, "a softmax along another dimension"),
+    ("def softmax(x, dim=-1):\n"  # the maximum of the whole tensor
+     "    e = torch.exp(x - x.max())\n"
+     "    s = e.sum(dim=dim, keepdim=True)\n"
+     "    return e / torch.where(s == 0, torch.ones_like(s), s)",
+     checks.check_softmax, "the maximum of the whole tensor"),
+    ("def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):\n"
+     "    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
+     "    if attn_mask is not None:\n"
+     "        s = s.masked_fill(~attn_mask, float('-inf'))\n"
+     "    return softmax(s) @ v",
+     checks.check_scaled_dot_product_attention, "is_causal=True has no effect"),
+    (K_NOT_TRANSPOSED.strip(), checks.check_scaled_dot_product_attention, "the scores are Q @ K, not Q @ K^T"),
+    ("def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):\n"
+     "    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
+     "    if is_causal:\n"
+     "        attn_mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)\n"
+     "    if attn_mask is not None:\n"
+     "        s = s.masked_fill(~attn_mask, float('-inf'))\n"
+     "    return torch.softmax(s, dim=-1) @ v",
+     checks.check_scaled_dot_product_attention, "NaN where the answer is 0"),
     ("def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):\n"
      "    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])\n"
      "    if attn_mask is not None:\n"
@@ -164,17 +225,6 @@ def test_public_checks_recognise_other_mistakes(reference, mistake, check, words
     assert words in str(failure.value), str(failure.value)
 
 
-def test_softmax_hints_fire_on_hidden_cases(reference):
-    """A hidden case's own hint: a naive softmax overflows on 1e3 (float64) before any -inf row matters."""
-    g = torch.Generator().manual_seed(0)
-    args = checks._softmax_masked(g)
-    expected = reference["softmax"](*args)
-    naive = _define(reference, NAIVE_SOFTMAX, "softmax")(*args)
-    message = checks.CASES["test_softmax"][3].judge(naive, expected, args)
-    assert message is not None and "Subtract the maximum" in message
-    assert not math.isnan(float(expected.sum()))
-
-
 def test_untouched_notebook_checks_say_what_to_do():
     """Run the student version as a student would: every check cell fails with a sentence."""
     nb = nbformat.read(ROOT / "exercises" / ASSIGNMENT / "self_attention.ipynb", as_version=4)
@@ -188,62 +238,32 @@ def test_untouched_notebook_checks_say_what_to_do():
         assert "replace `raise NotImplementedError()` with your code" in errors[0].evalue
 
 
-def _judge(reference, source, name, gid, index):
-    """The hidden case's message for a mistaken definition of ``name``."""
-    args = checks.CASES[gid][index].make_args(torch.Generator().manual_seed(index))
-    call = checks.CASES[gid][index].call
-    expected = eval(call, reference)(*args)
-    namespace = dict(reference)
-    exec(source, namespace)
-    return checks.CASES[gid][index].judge(eval(call, namespace)(*args), expected, args)
+def test_public_checks_do_not_touch_the_global_generator(reference):
+    """The module check builds SelfAttention under checks.seeded: the student's RNG state is kept."""
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    checks.check_self_attention(reference["SelfAttention"])
+    assert torch.equal(torch.random.get_rng_state(), before)
 
 
-STABLE_BUT_NAN = '''
-def softmax(x, dim=-1):
-    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
-    return e / e.sum(dim=dim, keepdim=True)
-'''
-INVERTED_MASK = '''
-def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False):
-    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if is_causal:
-        attn_mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
-    if attn_mask is not None:
-        s = s.masked_fill(attn_mask, float('-inf'))
-    return softmax(s) @ v
-'''
-KEYS_VALUES_SWAPPED = '''
-class SelfAttention(SelfAttention):
-    def forward(self, x, attn_mask=None, is_causal=False):
-        return scaled_dot_product_attention(self.W_q(x), self.W_v(x), self.W_k(x), attn_mask, is_causal)
-'''
-
-
-def test_stable_softmax_with_nan_rows_gets_only_the_all_masked_hint(reference):
-    message = _judge(reference, STABLE_BUT_NAN, "softmax", "test_softmax", 3)
-    assert "all -inf" in message and "Subtract the maximum" not in message, message
-
-
-def test_inverted_mask_is_recognised_with_is_causal(reference):
-    for index in (4, 5):  # is_causal=True with T_q = T_k and T_q != T_k
-        message = _judge(reference, INVERTED_MASK, "scaled_dot_product_attention",
-                         "test_scaled_dot_product_attention", index)
-        assert "the mask is inverted" in message, message
-
-
-def test_keys_and_values_swapped(reference):
-    with pytest.raises(CheckFailed) as failure:  # d_k != d_v: the batched product cannot run
+def test_only_the_catalogue_mistake_is_named(reference):
+    """A stable softmax with NaN rows gets the all -inf hint, not the overflow one; keys and values
+    swapped (d_k != d_v: the product cannot run) get their own hint, not the generic shapes one."""
+    with pytest.raises(CheckFailed) as failure:
+        checks.check_softmax(_define(reference, STABLE_BUT_NAN, "softmax"))
+    text = str(failure.value)
+    assert "NaN in a slice whose entries are all -inf" in text and "Subtract the maximum" not in text, text
+    with pytest.raises(CheckFailed) as failure:
         checks.check_self_attention(_define(reference, KEYS_VALUES_SWAPPED, "SelfAttention"))
-    assert "shapes of a product" in str(failure.value), str(failure.value)
-    message = _judge(reference, KEYS_VALUES_SWAPPED, "SelfAttention", "test_self_attention", 3)
-    assert "keys and values are swapped" in message, message
+    text = str(failure.value)
+    assert "raised RuntimeError" in text and "keys and values are swapped" in text, text
+    assert "shapes of a product" not in text, text
 
 
-def test_forgotten_transpose_of_k_on_square_inputs_gets_its_hint():
-    """Issue 6's 'transpose of K forgotten on square inputs': the product runs, the hint names it."""
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 5, 5, generator=g, dtype=torch.float64) for _ in range(3))
-    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    wrong = torch.softmax(q @ k / math.sqrt(5), dim=-1) @ v
-    assert checks.ATTN_K_NOT_TRANSPOSED.matches(wrong, expected, (q, k, v, None, False))
-    assert not checks.ATTN_K_NOT_TRANSPOSED.matches(expected, expected, (q, k, v, None, False))
+def test_a_mask_on_the_wrong_device_keeps_its_own_hint():
+    """The one hint the CPU cases cannot show as a catalogue mistake: a mask made on the CPU
+    while the grader asked for another device (meta stands in for a GPU)."""
+    expected = torch.ones(3, 3, dtype=torch.bool, device="meta")
+    got = torch.ones(3, 3, dtype=torch.bool).tril()
+    assert checks.CAUSAL_DEVICE.matches(got, expected, ())
+    assert not checks.CAUSAL_DEVICE.matches(got, got, ())

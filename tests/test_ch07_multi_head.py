@@ -76,11 +76,15 @@ def cross_attention(y, memory, W_q, W_k, W_v, W_o, n_head, src_padding_mask=None
     return merge_heads(heads) @ W_o.T
 '''
 
-# Exercise 3 (public check only): queries from memory, keys and values from y, mask dropped.
+# Exercise 3 (public check only): queries from memory, keys and values from y (the source
+# padding mask then no longer fits the keys, and F.scaled_dot_product_attention raises).
 CROSS_ROLES_SWAPPED = '''
 def cross_attention(y, memory, W_q, W_k, W_v, W_o, n_head, src_padding_mask=None):
     q, k, v = split_heads(memory @ W_q.T, n_head), split_heads(y @ W_k.T, n_head), split_heads(y @ W_v.T, n_head)
-    return merge_heads(F.scaled_dot_product_attention(q, k, v)) @ W_o.T
+    if src_padding_mask is None:
+        return merge_heads(F.scaled_dot_product_attention(q, k, v)) @ W_o.T
+    allowed = ~src_padding_mask[:, None, None, :]
+    return merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)) @ W_o.T
 '''
 
 # Exercise 4: only the scale fixed; the extra transpose is still there.
@@ -104,6 +108,45 @@ def diagnose(d_model, n_head):
             "scale_correct": (d_model / n_head) ** 0.5}
 '''
 
+# Exercise 2: the padding mask passed to SDPA as if True meant "attend", and is_causal ignored
+# (two mistakes: each hidden case that shows only the first is named as that mistake).
+PADDING_AS_ALLOWED = '''
+class MultiHeadSelfAttention(nn.Module):
+    def __init__(self, d_model, n_head):
+        super().__init__()
+        self.n_head = n_head
+        self.W_q, self.W_k = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+        self.W_v, self.W_o = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+
+    def forward(self, x, key_padding_mask=None, is_causal=False):
+        q, k, v = (split_heads(W(x), self.n_head) for W in (self.W_q, self.W_k, self.W_v))
+        mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.W_o(merge_heads(torch.nan_to_num(heads)))
+'''
+
+# Exercise 3: the scores divided by sqrt(d_model), written out by hand.
+CROSS_SCALE_D_MODEL = '''
+def cross_attention(y, memory, W_q, W_k, W_v, W_o, n_head, src_padding_mask=None):
+    q, k, v = split_heads(y @ W_q.T, n_head), split_heads(memory @ W_k.T, n_head), split_heads(memory @ W_v.T, n_head)
+    s = q @ k.transpose(-2, -1) / math.sqrt(y.shape[-1])
+    if src_padding_mask is not None:
+        s = s.masked_fill(src_padding_mask[:, None, None, :], float("-inf"))
+    return merge_heads(torch.nan_to_num(s.softmax(-1)) @ v) @ W_o.T
+'''
+
+# Exercise 4: only the merge fixed; the scale sqrt(d_model) left in (the rest of the cell right).
+SCALE_LEFT_IN = HALF_FIXED.split("def fixed_multi_head_attention")[0] + '''def fixed_multi_head_attention(x, W_q, W_k, W_v, W_o, n_head):
+    B, T, C = x.shape
+    q, k, v = (split_heads(x @ W.T, n_head) for W in (W_q, W_k, W_v))
+    return merge_heads((q @ k.transpose(-2, -1) / math.sqrt(C)).softmax(-1) @ v) @ W_o.T
+''' + "\ndef diagnose" + HALF_FIXED.split("def diagnose")[1]
+
+# Exercise 4: nothing fixed, both of the lecture note's bugs still there.
+UNFIXED = HALF_FIXED.split("def fixed_multi_head_attention")[0] + '''def fixed_multi_head_attention(x, W_q, W_k, W_v, W_o, n_head):
+    return checks.buggy_multi_head_attention(x, W_q, W_k, W_v, W_o, n_head)
+''' + "\ndef diagnose" + HALF_FIXED.split("def diagnose")[1]
+
 MISTAKES = {  # student -> (replaced name, source, the exercise it costs, words of its hint)
     "merge_interleaved": ("split_heads", MERGE_INTERLEAVED, "test_split_merge_heads",
                           "heads merged in the wrong order"),
@@ -111,10 +154,18 @@ MISTAKES = {  # student -> (replaced name, source, the exercise it costs, words 
                 "heads merged in the wrong order"),
     "scale_d_model": ("MultiHeadSelfAttention", SCALE_D_MODEL_MODULE, "test_multi_head_self_attention",
                       "divide by √d_head"),
+    "padding_as_allowed": ("MultiHeadSelfAttention", PADDING_AS_ALLOWED, "test_multi_head_self_attention",
+                           "on this check your result is what this mistake gives: padded keys received attention"),
     "cross_polarity": ("cross_attention", CROSS_MASK_POLARITY, "test_cross_attention",
-                       "True where a key must be IGNORED"),
+                       "must be IGNORED"),
+    "cross_scale_d_model": ("cross_attention", CROSS_SCALE_D_MODEL, "test_cross_attention",
+                            "the scores are divided by √d_model"),
     "half_fixed": ("max_abs_difference", HALF_FIXED, "test_fix_the_bug",
                    "heads merged in the wrong order"),
+    "scale_left_in": ("max_abs_difference", SCALE_LEFT_IN, "test_fix_the_bug",
+                      "still divides the scores by √d_model"),
+    "unfixed": ("max_abs_difference", UNFIXED, "test_fix_the_bug",
+                "these two mistakes together"),
 }
 
 
@@ -152,10 +203,12 @@ def test_a_typical_mistake_gets_partial_credit_and_its_hint(graded, student):
 
 
 def test_the_lecture_notes_bug_loses_the_module_exercise_with_the_head_order_hint(graded):
+    """Both of its bugs are catalogue mistakes: the grader names them as a pair."""
     row = graded["seed000"]
     report = row["report"]["test_multi_head_self_attention"]
     assert row["score"] == FULL - POINTS["test_multi_head_self_attention"], row["report"]
     assert "0 of 3 points" in report and "heads merged in the wrong order" in report, report
+    assert "divided the scores by √d_model" in report and " AND (2) heads merged in the wrong order" in report, report
 
 
 # ----------------------------------------------------------------------------------------
@@ -233,14 +286,17 @@ def _module(weights: str = _SOFTMAX, out: str = "self.W_o(merge_heads(torch.nan_
     (SCALE_D_MODEL_MODULE, "module", "divided the scores by √d_model"),
     (_module(scale="1"), "module", "forget to divide the scores by √d_head"),
     (_module(scale="C // self.n_head"), "module", "not by d_head"),
-    (_module(weights="weights = scores.softmax(-1)"), "module", "padded keys received attention"),
+    (_module(weights="weights = scores.softmax(-1)"), "module", "forward ignores its masks"),
     (_module(weights="weights = scores.softmax(-1).masked_fill(blocked, 0.0)"), "module",
      "renormalisation"),
     (_module(weights="weights = scores.masked_fill(blocked, float('-inf')).softmax(-2)"), "module",
      "sum to 1 down each column"),
     (_module(out="self.W_o(merge_heads(weights @ v))"), "module", "NaN where a query has no key"),
     (_module(out="merge_heads(torch.nan_to_num(weights) @ v)"), "module", "finish with W_o"),
-    (CROSS_MASK_POLARITY, "cross", "True where a key must be IGNORED"),
+    (CROSS_MASK_POLARITY, "cross", "must be IGNORED"),
+    (CROSS_SCALE_D_MODEL, "cross", "the scores are divided by √d_model"),
+    (SCALE_LEFT_IN, "bug", "still divides the scores by √d_model"),
+    (UNFIXED, "bug", "the fixed function still transposes each head's output"),  # at T = 1 only that shows
     (CROSS_ROLES_SWAPPED, "cross", "queries must come from the decoder states y"),
     (HALF_FIXED, "bug", "heads merged in the wrong order"),
 ])
@@ -293,53 +349,23 @@ def test_torch_oracle_matches_a_loop_over_heads():
     torch.testing.assert_close(got, expected)
 
 
-from autograder.grading import case_seed  # noqa: E402
+def test_the_module_check_does_not_touch_the_global_generator(reference):
+    """The public check builds the student's module under checks.seeded: their RNG state is kept."""
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    checks.check_multi_head_self_attention(reference["MultiHeadSelfAttention"])
+    assert torch.equal(torch.random.get_rng_state(), before)
 
 
-def _judge(reference: dict, source: str, gid: str, index: int) -> str | None:
-    """A hidden case's message for a submission with ``source`` in place of the reference's."""
-    case = checks.CASES[gid][index]
-    args = case.make_args(torch.Generator().manual_seed(case_seed(0, gid, index)))  # as graded
-    expected = eval(case.call, {**reference, "checks": checks})(*args)
-    return case.judge(eval(case.call, {**_with(reference, source), "checks": checks})(*args),
-                      expected, args)
-
-
-PADDING_AS_ALLOWED = """
-class MultiHeadSelfAttention(MultiHeadSelfAttention):
-    def forward(self, x, key_padding_mask=None, is_causal=False):
-        q, k, v = (split_heads(W(x), self.n_head) for W in (self.W_q, self.W_k, self.W_v))
-        mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
-        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # mistake: not inverted
-        return self.W_o(merge_heads(torch.nan_to_num(heads)))
-"""
-CROSS_SCALE_D_MODEL = '''
-def cross_attention(y, memory, W_q, W_k, W_v, W_o, n_head, src_padding_mask=None):
-    q, k, v = split_heads(y @ W_q.T, n_head), split_heads(memory @ W_k.T, n_head), split_heads(memory @ W_v.T, n_head)
-    s = q @ k.transpose(-2, -1) / math.sqrt(y.shape[-1])
-    if src_padding_mask is not None:
-        s = s.masked_fill(src_padding_mask[:, None, None, :], float("-inf"))
-    return merge_heads(torch.nan_to_num(s.softmax(-1)) @ v) @ W_o.T
-'''
-SCALE_LEFT_IN = '''
-def fixed_multi_head_attention(x, W_q, W_k, W_v, W_o, n_head):
-    B, T, C = x.shape
-    q, k, v = (split_heads(x @ W.T, n_head) for W in (W_q, W_k, W_v))
-    return merge_heads((q @ k.transpose(-2, -1) / math.sqrt(C)).softmax(-1) @ v) @ W_o.T
-'''
-
-
-@pytest.mark.parametrize("source, gid, index, words", [
-    # the padding mask's polarity, in cases whose weights cannot be read off the output
-    (PADDING_AS_ALLOWED, "test_multi_head_self_attention", 1,
-     "True where a key must be IGNORED"),
-    (CROSS_SCALE_D_MODEL, "test_cross_attention", 1, "divided the scores by √d_model"),
-    (SCALE_LEFT_IN, "test_fix_the_bug", 1, "divided the scores by √d_model"),
-    (SCALE_LEFT_IN, "test_fix_the_bug", 6, "still differs from nn.MultiheadAttention"),
-])
-def test_a_mistake_gets_its_hint_on_random_hidden_cases(reference, source, gid, index, words):
-    message = _judge(reference, source, gid, index)
-    assert message is not None and words in message, message
+def test_random_cases_never_hide_the_scale_behind_one_head_or_one_position():
+    """A wrong scale vanishes with h = 1 (√d_model = √d_head) or T = 1 (each weight is 1): the
+    random draws of every attention case have h >= 2 and T >= 2; those sizes are extra cases."""
+    for seed in range(50):
+        g = torch.Generator().manual_seed(seed)
+        B, T, h, d = checks._sizes(g)
+        assert h >= 2 and T >= 2, (seed, B, T, h, d)
+        y, memory, *_, n_head, _ = checks._cross_args(torch.Generator().manual_seed(seed))
+        assert memory.shape[1] >= 2 and y.shape[1] >= 2 and n_head >= 2
 
 
 def test_a_wrong_line_number_gets_a_hint():

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 
+from autograder import mistakes
 from autograder.chapters import ch08_positions as checks
 from autograder.spec import CheckFailed
-from conftest import grade_chapter, reference_namespace
+from conftest import ROOT, grade_chapter, reference_namespace
 
 ASSIGNMENT = "08-positions"
 FULL = 10.0
@@ -94,7 +96,7 @@ MISTAKES = {  # student: (name replaced, code, test cell that loses points, word
     "learned_no_check": ("LearnedPositionalEmbedding", LEARNED_NO_CHECK, "test_learned_positions",
                          "must raise ValueError"),
     "equiv_invariance": ("is_permutation_equivariant", EQUIV_INVARIANCE,
-                         "test_is_permutation_equivariant", "not with layer(x) (that would be invariance)"),
+                         "test_is_permutation_equivariant", "this tests invariance, not equivariance"),
     "rope_half_split": ("apply_rope", ROPE_HALF_SPLIT, "test_apply_rope", "half-split layout"),
 }
 LEARNED_WHOLE_TABLE = '''
@@ -109,6 +111,18 @@ class LearnedPositionalEmbedding(nn.Module):
             raise ValueError(f"T = {x.shape[1]} > max_len = {self.max_len}")
         return x + self.pos.weight  # mistake: the whole table, not its first T rows
 '''
+LEARNED_OFF_BY_ONE = '''
+class LearnedPositionalEmbedding(nn.Module):
+    def __init__(self, max_len, d):
+        super().__init__()
+        self.max_len = max_len
+        self.pos = nn.Embedding(max_len, d)
+
+    def forward(self, x):
+        if x.shape[1] >= self.max_len:  # mistake: T == max_len is allowed
+            raise ValueError("too long")  # (a message of the student's own: matched by the type only)
+        return x + self.pos(torch.arange(x.shape[1], device=x.device))
+'''
 EQUIV_ONE_RANDPERM = '''
 def is_permutation_equivariant(layer, x, rtol=1e-4, atol=1e-5):
     p = torch.randperm(x.shape[1], device=x.device)  # mistake: one random permutation
@@ -121,7 +135,9 @@ PUBLIC_MISTAKES = {**MISTAKES, "table_swapped": ("sinusoidal_table", TABLE_SWAPP
                    "learned_whole_table": ("LearnedPositionalEmbedding", LEARNED_WHOLE_TABLE,
                                            "test_learned_positions", "you added the whole (max_len, d) table"),
                    "equiv_one_randperm": ("is_permutation_equivariant", EQUIV_ONE_RANDPERM,
-                                          "test_is_permutation_equivariant", "a single torch.randperm")}
+                                          "test_is_permutation_equivariant", "a single random permutation proves little"),
+                   "learned_off_by_one": ("LearnedPositionalEmbedding", LEARNED_OFF_BY_ONE, "test_learned_positions",
+                                          "a sequence of exactly max_len tokens is allowed")}
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +235,8 @@ def test_every_test_layer_has_the_answer_its_description_claims(reference):
 
 
 def test_a_single_random_permutation_is_caught_by_the_repeated_hidden_case(reference):
+    """The student's one torch.randperm fails the repeated case, with exactly the answers of the
+    catalogue's mistake equiv-one-randperm (so the grader names it)."""
     from autograder.grading import case_seed
     gid = "test_is_permutation_equivariant"
     (index,) = [i for i, c in enumerate(checks.CASES[gid]) if c.call == checks.EQUIV_REPEATED_CALL]
@@ -227,5 +245,12 @@ def test_a_single_random_permutation_is_caught_by_the_repeated_hidden_case(refer
     expected = eval(case.call, {**reference, "checks": checks})(*args)
     namespace = {**reference, "checks": checks}
     exec(EQUIV_ONE_RANDPERM, namespace)
-    message = case.judge(eval(case.call, namespace)(*args), expected, args)
-    assert expected == [False] * 8 and message is not None and "a single torch.randperm" in message, message
+    got = eval(case.call, namespace)(*args)
+    assert expected == [False] * 8 and case.judge(got, expected, args) is not None, got
+    folder = ROOT / "solutions" / ASSIGNMENT
+    nb = nbformat.read(folder / "positions.ipynb", as_version=4)
+    (mistake,) = mistakes.load(folder, nb).by_id(["equiv-one-randperm"])
+    patched = {**reference, "checks": checks}
+    (source,) = mistakes.patched(nb, [mistake]).values()
+    exec(source, patched)
+    assert eval(case.call, patched)(*args) == got

@@ -6,12 +6,14 @@ exercise. The public checks are then run in this process on the reference and on
 
 from __future__ import annotations
 
+import nbformat
 import pytest
 import torch
 
+from autograder import mistakes
 from autograder.chapters import ch09_transformer as checks
 from autograder.spec import CheckFailed
-from conftest import grade_chapter, reference_namespace
+from conftest import ROOT, grade_chapter, reference_namespace
 
 ASSIGNMENT = "09-transformer"
 FULL = 10.0
@@ -109,7 +111,7 @@ MISTAKES = {  # student -> (name replaced, source, graded cell, words of its hin
     "unbiased": ("layer_norm", UNBIASED_LAYER_NORM, "test_layer_norm", "unbiased variance"),
     "relu_out": ("FeedForward", RELU_OUT_FFN, "test_feed_forward", "went through a ReLU too"),
     "post_only": ("EncoderLayer", ALWAYS_POST_NORM, "test_encoder_layer",
-                  "other LayerNorm placement"),
+                  "norm_first=True gives the post-norm output"),
     "not_causal": ("DecoderLayer", NOT_CAUSAL_DECODER, "test_decoder_layer", "sees the future"),
     "no_memory_mask": ("Transformer", NO_MEMORY_MASK_MODEL, "test_transformer",
                        "attends to the source's padding"),
@@ -225,7 +227,7 @@ assert "x = layer(x)" in NO_ENCODER_MASK_MODEL and "[1: tgt" in POSITIONS_FROM_1
      "    m = x.mean(-1)\n"
      "    v = ((x - m) ** 2).mean(-1)\n"
      "    return (x - m) / torch.sqrt(v + eps) * weight + bias",
-     "layer_norm", "keepdim=True) has shape (..., 1)"),
+     "layer_norm", "keep the reduced axis"),
     ("class FeedForward(nn.Module):\n"
      "    def __init__(self, d_model, d_ff=None):\n"
      "        super().__init__()\n"
@@ -246,7 +248,7 @@ assert "x = layer(x)" in NO_ENCODER_MASK_MODEL and "[1: tgt" in POSITIONS_FROM_1
      "DecoderLayer", "causal mask is inverted"),
     (DIAGONAL_BLOCKED_DECODER, "DecoderLayer", "also blocks the diagonal"),
     (RESIDUAL_FROM_NORMED_ENCODER, "EncoderLayer", "residual path carries x itself"),
-    (RESIDUAL_FROM_NORMED_DECODER, "DecoderLayer", "residual path carries x itself"),
+    (RESIDUAL_FROM_NORMED_DECODER, "DecoderLayer", "residual path carries y itself"),
     (NO_ENCODER_MASK_MODEL, "Transformer", "pass src_key_padding_mask to every encoder layer"),
     (POSITIONS_FROM_1_MODEL, "Transformer", "shifted by one"),
 ])
@@ -257,34 +259,49 @@ def test_public_checks_recognise_other_mistakes(reference, mistake, name, words)
     assert words in str(failure.value), str(failure.value)
 
 
-def test_decoder_hints_recognise_a_missing_memory_mask(reference):
-    """A hidden case's own hint: cross-attention without the source's padding mask."""
+def _catalogued(reference: dict, mistake_id: str) -> dict:
+    """The reference's namespace with the catalogue's mistake ``mistake_id`` made."""
+    folder = ROOT / "solutions" / ASSIGNMENT
+    nb = nbformat.read(folder / "transformer.ipynb", as_version=4)
+    namespace = dict(reference)
+    for source in mistakes.patched(nb, mistakes.load(folder, nb).by_id([mistake_id])).values():
+        exec(source, namespace)
+    return namespace
+
+
+def test_the_catalogued_missing_memory_mask_is_the_mask_left_out(reference):
+    """dec-no-memory-mask gives what the reference gives with no memory mask, and a padded hidden
+    case tells it apart."""
     case = checks.CASES["test_decoder_layer"][1]
     args = next(a for a in (case.make_args(torch.Generator().manual_seed(s)) for s in range(50))
                 if a[5].any())  # the first seed whose source has padding
     expected = eval(case.call, reference)(*args)
     dims, sd, y, memory, tgt_mask, mem_mask, nf = args
     wrong = eval(case.call, reference)(dims, sd, y, memory, tgt_mask, None, nf)
-    message = case.judge(wrong, expected, args)
-    assert message is not None and "source's padding" in message, message
+    assert case.judge(wrong, expected, args) is not None
+    made = eval(case.call, _catalogued(reference, "dec-no-memory-mask"))(*args)
+    assert case.difference(made, wrong, args) is None
 
 
-@pytest.mark.parametrize("mistake, name, cell, words", [
-    (DIAGONAL_BLOCKED_DECODER, "DecoderLayer", "test_decoder_layer", "also blocks the diagonal"),
-    (NO_ENCODER_MASK_MODEL, "Transformer", "test_transformer", "every encoder layer"),
+@pytest.mark.parametrize("mistake, name, cell, mistake_id", [
+    (DIAGONAL_BLOCKED_DECODER, "DecoderLayer", "test_decoder_layer", "dec-diagonal-blocked-nan"),
+    (NO_ENCODER_MASK_MODEL, "Transformer", "test_transformer", "model-no-encoder-mask"),
 ])
-def test_hidden_cases_catch_mistakes_and_name_them(reference, mistake, name, cell, words):
-    """Every hidden case that can tell the mistake apart fails with its hint (with d_model = 2 a
-    post-norm layer's output hardly depends on its input, and a 'padded' case without padding
-    tests no mask: both once let these mistakes through)."""
+def test_hidden_cases_catch_mistakes_and_name_them(reference, mistake, name, cell, mistake_id):
+    """Every hidden case that can tell the mistake apart fails, and the student's results are the
+    catalogue mistake's on every case, so the grader names it (with d_model = 2 a post-norm
+    layer's output hardly depends on its input, and a 'padded' case without padding tests no
+    mask: both once let these mistakes through)."""
     namespace = dict(reference)
     exec(mistake, namespace)
+    made = _catalogued(reference, mistake_id)
     for i, case in enumerate(checks.CASES[cell]):
         args = case.make_args(torch.Generator().manual_seed(i))
+        got = eval(case.call, namespace)(*args)
+        assert case.difference(got, eval(case.call, made)(*args), args) is None, case.label
         if "masks left out" in case.label and name == "Transformer":
             continue  # no mask given: nothing to forget
-        message = case.judge(eval(case.call, namespace)(*args), eval(case.call, reference)(*args), args)
-        assert message is not None and words in message, (case.label, message)
+        assert case.judge(got, eval(case.call, reference)(*args), args) is not None, case.label
 
 
 def test_padded_hidden_cases_have_padding():

@@ -1,8 +1,10 @@
 """Chapter 10 (GPT): the grader and the public checks on typical submissions, and parity with
 Hugging Face's GPT2LMHeadModel (random weights built here, nothing downloaded).
 
-One class is graded once: the reference, the untouched exercise, and one typical mistake per
-exercise. The public checks are then run in this process on the reference and on the mistakes.
+One class is graded once: the reference, the untouched exercise, and typical mistakes (one or
+two per exercise). The public checks are then run in this process on the reference and on the
+mistakes. The hints are the catalogue's (``solutions/10-gpt/mistakes.yaml``); every catalogue
+mistake is also tried on its own in tests/test_mistakes.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
+from autograder import mistakes
 from autograder.chapters import ch10_gpt as checks
 from autograder.spec import CheckFailed
 from conftest import ROOT, grade_chapter, reference_namespace
@@ -22,8 +25,25 @@ ASSIGNMENT = "10-gpt"
 FULL = 10.0
 
 
+def _notebook() -> nbformat.NotebookNode:
+    return nbformat.read(ROOT / "solutions" / ASSIGNMENT / "gpt.ipynb", as_version=4)
+
+
+CATALOGUE = mistakes.load(ROOT / "solutions" / ASSIGNMENT, _notebook())
+
+
+def hint(mistake_id: str) -> str:
+    """The catalogue's hint for ``mistake_id`` (the text the student reads)."""
+    (text,) = [m.hint for m in CATALOGUE.mistakes if m.id == mistake_id]
+    return text
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _reference_cell(grade_id: str) -> str:
-    nb = nbformat.read(ROOT / "solutions" / ASSIGNMENT / "gpt.ipynb", as_version=4)
+    nb = _notebook()
     (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
     return re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", "", cell.source, flags=re.M)
 
@@ -54,18 +74,24 @@ def convert_gpt2_state_dict(sd):
 # Exercise 5: top-p drops the token that crosses p (cumulative sum including itself).
 CROSSING_DROPPED = _mutated("filter_logits", "above = torch.cumsum(probs, dim=-1) - probs",
                             "above = torch.cumsum(probs, dim=-1)")
-# Exercise 6: logits multiplied by the temperature.
+# Exercise 6: logits multiplied by the temperature; the temperature applied after the softmax,
+# where it changes nothing (issue 18: it was once told "the samples match logits multiplied").
 TEMPERATURE_MULTIPLIED = _mutated("sample_next", "logits / temperature", "logits * temperature")
+TEMPERATURE_AFTER_SOFTMAX = _mutated("sample_next", "probs = torch.softmax(filter_logits(logits / temperature, "
+                                     "top_k, top_p), dim=-1)", "probs = torch.softmax(filter_logits(logits, "
+                                     "top_k, top_p), dim=-1)\n    probs = probs / temperature")
 
-MISTAKES = {  # student -> (name replaced, source, graded cell, words of its hint)
-    "no_mask": ("CausalSelfAttention", NO_MASK, "test_causal_self_attention", "without the causal mask"),
-    "untied": ("GPT", UNTIED, "test_GPT", "weight tying is missing"),
-    "no_biases": ("count_parameters", NO_BIASES, "test_count_parameters", "biases of the linear layers"),
+MISTAKES = {  # student -> (name replaced, source, graded cell, catalogue id of its hint)
+    "no_mask": ("CausalSelfAttention", NO_MASK, "test_causal_self_attention", "attention-no-mask"),
+    "untied": ("GPT", UNTIED, "test_GPT", "gpt-untied"),
+    "no_biases": ("count_parameters", NO_BIASES, "test_count_parameters", "count-no-biases"),
     "not_transposed": ("convert_gpt2_state_dict", NOT_TRANSPOSED, "test_convert_gpt2_state_dict",
-                       "was not transposed"),
-    "crossing_dropped": ("filter_logits", CROSSING_DROPPED, "test_filter_logits",
-                         "cross top_p is dropped"),
-    "temperature_multiplied": ("sample_next", TEMPERATURE_MULTIPLIED, "test_sample_next", "divide"),
+                       "convert-not-transposed"),
+    "crossing_dropped": ("filter_logits", CROSSING_DROPPED, "test_filter_logits", "filter-crossing-dropped"),
+    "temperature_multiplied": ("sample_next", TEMPERATURE_MULTIPLIED, "test_sample_next",
+                               "sample-temperature-multiplied"),
+    "temperature_after_softmax": ("sample_next", TEMPERATURE_AFTER_SOFTMAX, "test_sample_next",
+                                  "sample-temperature-after-softmax"),
 }
 
 
@@ -88,11 +114,28 @@ def test_untouched_exercise_scores_zero_and_says_what_to_write(graded):
 
 @pytest.mark.parametrize("student", MISTAKES)
 def test_typical_mistake_gets_partial_credit_and_its_hint(graded, student):
-    _, _, cell, words = MISTAKES[student]
+    _, _, cell, mistake_id = MISTAKES[student]
     row = graded[student]
     assert 0 < row["score"] < FULL, row["report"]
-    report = row["report"][cell]
-    assert "Hint:" in report and words in report, report
+    report = _flat(row["report"][cell])
+    assert "Hint:" in report and hint(mistake_id) in report, report
+    others = [m.id for m in CATALOGUE.mistakes if m.id != mistake_id and m.hint in report]
+    assert not others, (others, report)
+
+
+def test_no_causal_mask_is_named_in_the_gpt_cell_too(graded):
+    """Issue 18: GPT's logits without the mask were taken for missing position embeddings. The
+    GPT cell runs CausalSelfAttention: the mistake is named there, as the attention's."""
+    report = _flat(graded["no_mask"]["report"]["test_GPT"])
+    assert hint("attention-no-mask") in report, report
+    assert "(in `causal_self_attention`, which this exercise uses)" in report, report
+    assert hint("gpt-no-positions") not in report, report
+
+
+def test_temperature_after_the_softmax_is_not_taken_for_multiplied(graded):
+    """Issue 18: a temperature with no effect was told "the samples match logits multiplied"."""
+    report = _flat(graded["temperature_after_softmax"]["report"]["test_sample_next"])
+    assert hint("sample-temperature-multiplied") not in report, report
 
 
 @pytest.fixture(scope="module")
@@ -124,77 +167,93 @@ def _with(reference: dict, source: str) -> dict:
 
 @pytest.mark.parametrize("student", MISTAKES)
 def test_public_check_explains_each_typical_mistake(reference, student):
-    _, source, cell, words = MISTAKES[student]
+    _, source, cell, mistake_id = MISTAKES[student]
     with pytest.raises(CheckFailed) as failure:
         CHECKS[cell](_with(reference, source))
-    assert "Hint:" in str(failure.value) and words in str(failure.value), str(failure.value)
+    assert "Hint:" in str(failure.value) and hint(mistake_id) in _flat(str(failure.value)), str(failure.value)
 
 
-@pytest.mark.parametrize("cell, grade_id, old, new, words", [
-    ("test_causal_self_attention", "causal_self_attention", "split(C, dim=2)  # 3 x (B, T, C)",
-     "split(C, dim=2)[::-1]", "another order"),
+def test_public_gpt_check_names_the_attention_without_mask(reference):
+    """The GPT check on a model whose attention has no mask names the attention's mistake."""
+    with pytest.raises(CheckFailed) as failure:
+        CHECKS["test_GPT"](_with(reference, NO_MASK))
+    text = _flat(str(failure.value))
+    assert hint("attention-no-mask") in text and "which this exercise uses" in text, text
+    assert hint("gpt-no-positions") not in text, text
+
+
+# Other code with the results of a catalogue mistake (the catalogue's own patches are tried in
+# tests/test_mistakes.py): the public check names the mistake by its results.
+@pytest.mark.parametrize("cell, grade_id, old, new, mistake_id", [
+    ("test_causal_self_attention", "causal_self_attention", "is_causal=True", "attn_mask=None",
+     "attention-no-mask"),
+    ("test_GPT", "causal_self_attention", "is_causal=True", "attn_mask=None", "attention-no-mask"),
     ("test_causal_self_attention", "causal_self_attention",
      "(t.view(B, T, self.n_head, hs).transpose(1, 2) for", "(t.reshape(B, self.n_head, T, hs) for",
-     "heads are cut wrongly"),
-    ("test_GPT", "GPT", "x = x + self.attn(self.ln_1(x))\n        return x + self.mlp(self.ln_2(x))",
-     "x = self.ln_1(x + self.attn(x))\n        return self.ln_2(x + self.mlp(x))", "post-norm"),
-    ("test_GPT", "GPT", "+ self.transformer.wpe(pos)", "", "position embeddings are missing"),
-    ("test_GPT", "GPT", 'approximate="tanh"', 'approximate="none"', "tanh approximation"),
-    ("test_count_parameters", "count_parameters", "head = 0 if tied else V * C", "head = V * C",
-     "do not count its V x C weight again"),
-    ("test_count_parameters", "count_parameters", "+ 2 * C + head", "+ head", "LayerNorm parameters"),
-    ("test_convert_gpt2_state_dict", "convert_gpt2_state_dict", "continue  #", "pass  #",
-     "leave out the entries ending in .attn.bias"),
-    ("test_convert_gpt2_state_dict", "convert_gpt2_state_dict", '"attn.c_attn.weight", "attn.c_proj.weight", ',
-     '"attn.c_attn.weight", ', "attn.c_proj.weight is square"),
+     "attention-split-by-view"),
+    ("test_GPT", "GPT", 'approximate="tanh"', 'approximate="none"', "gpt-exact-gelu"),
     ("test_filter_logits", "filter_logits", 'float("-inf"))\n    return', "0.0)\n    return",
-     "not 0"),
-    ("test_sample_next", "sample_next", ".squeeze(-1)", "", "drop the last dimension"),
-    ("test_sample_next", "sample_next", "argmax(dim=-1)", "argmax(dim=-1, keepdim=True)",
-     "argmax(dim=-1) without keepdim"),
-    ("test_sample_next", "sample_next",
-     "torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)",
-     "filter_logits(torch.softmax(logits / temperature, dim=-1), top_k, top_p).clamp(min=0)",
-     "not on probabilities"),
-    ("test_count_parameters", "count_parameters", "layer_norms = 2 * (C + C)", "layer_norms = 2 * C",
-     "LayerNorm parameters"),
-    ("test_convert_gpt2_state_dict", "convert_gpt2_state_dict", "tensor.t() if", "tensor.t_() if",
-     "do not modify sd in place"),
-    ("test_filter_logits", "filter_logits", "logits < kth", "logits <= kth",
-     "the k-th largest logit itself is removed"),
+     "filter-zero-fill"),
+    ("test_sample_next", "sample_next", "logits / temperature, top_k, top_p), dim=-1)",
+     "logits, top_k, top_p), dim=-1) * temperature", "sample-temperature-after-softmax"),
 ])
-def test_public_checks_recognise_other_mistakes(reference, cell, grade_id, old, new, words):
+def test_public_checks_recognise_a_mistake_by_its_results(reference, cell, grade_id, old, new, mistake_id):
     with pytest.raises(CheckFailed) as failure:
         CHECKS[cell](_with(reference, _mutated(grade_id, old, new)))
-    assert words in str(failure.value), str(failure.value)
+    assert hint(mistake_id) in _flat(str(failure.value)), str(failure.value)
 
 
-def test_hidden_case_hints_recognise_mistakes(reference):
-    """The hints of hidden cases, judged here on one case each (no sandbox needed)."""
+def test_a_mistake_the_catalogue_lacks_fails_without_a_wrong_hint(reference):
+    """q, k, v taken as v, k, q: no catalogue mistake gives these results, so none is named."""
+    with pytest.raises(CheckFailed) as failure:
+        CHECKS["test_causal_self_attention"](_with(reference, _mutated(
+            "causal_self_attention", "split(C, dim=2)  # 3 x (B, T, C)", "split(C, dim=2)[::-1]")))
+    assert "Hint:" not in str(failure.value), str(failure.value)
+
+
+def test_hidden_case_hints_and_adapters(reference):
+    """The predicates kept (a family of results no patch expresses), judged on one case each, the
+    GPT adapter's determinism, and the statistical check (no sandbox needed)."""
     g = torch.Generator().manual_seed(0)
     args = checks._gpt_case(g)
     call = eval(checks.GPT_CALL, reference)
     expected = call(*args)
-    untied = eval(checks.GPT_CALL, _with(reference, UNTIED))(*args)
-    message = checks.CASES["test_GPT"][0].judge(untied, expected, args)
-    assert message is not None and "weight tying is missing" in message, message
-    args = checks._filter_case(torch.Generator().manual_seed(1), top_p=0.7)
-    expected = reference["filter_logits"](*args)
-    dropped = _with(reference, CROSSING_DROPPED)["filter_logits"](*args)
-    message = checks.CASES["test_filter_logits"][1].judge(dropped, expected, args)
-    assert message is not None and "cross top_p is dropped" in message, message
-    args = checks._filter_case(torch.Generator().manual_seed(1), top_k=3)
-    expected = reference["filter_logits"](*args)
-    strict = _with(reference, _mutated("filter_logits", "logits < kth", "logits <= kth"))["filter_logits"](*args)
-    message = checks.CASES["test_filter_logits"][0].judge(strict, expected, args)
-    assert message is not None and "k-th largest logit itself" in message, message
-    assert "cross top_p is dropped" not in message, message  # no top-p hint for a top-k-only call
+    renamed = _with(reference, _mutated("GPT", "ln_f=nn.LayerNorm(config.n_embd)", "ln_out=nn.LayerNorm("
+                                        "config.n_embd)").replace("self.transformer.ln_f(x)", "self.transformer.ln_out(x)"))
+    got = eval(checks.GPT_CALL, renamed)(*args)
+    message = checks.CASES["test_GPT"][0].judge(got, expected, args)
+    assert message is not None and "some parameter names differ" in str(message), message
+    assert got[:2] == (["transformer.ln_f.bias", "transformer.ln_f.weight"],
+                       ["transformer.ln_out.bias", "transformer.ln_out.weight"]), got[:2]
+    untied = eval(checks.GPT_CALL, _with(reference, UNTIED))  # its own head, from lm_head.weight
+    first, again = untied(*args), untied(*args)
+    assert first[2] - expected[2] == args[0]["vocab_size"] * args[0]["n_embd"]
+    torch.testing.assert_close(first[3], again[3])
+    torch.testing.assert_close(first[3], expected[3])
+    args = checks._count_case(torch.Generator().manual_seed(1), True)
+    exact = eval(checks.COUNT_CALL, reference)(*args)
+    message = checks.CASES["test_count_parameters"][0].judge(torch.tensor(float(exact + 1)), exact, args)
+    assert message is not None and "return a Python int" in str(message), message
     args = checks._sample_many(torch.Generator().manual_seed(2), 0.5)
     sample = eval(checks.SAMPLE_UNSEEDED_CALL, reference)
     assert checks._statistical_check(sample(*args), sample(*args), args) is None  # two honest draws
     hot = eval(checks.SAMPLE_UNSEEDED_CALL, _with(reference, TEMPERATURE_MULTIPLIED))(*args)
-    message = checks.CASES["test_sample_next"][4].judge(hot, sample(*args), args)
-    assert message is not None and "divide by the temperature" in message, message
+    assert checks._statistical_check(hot, sample(*args), args) is not None
+
+
+def test_hidden_sampling_cases_are_not_all_at_temperature_one():
+    """Issue 18 §2: where the temperature is applied matters only at a temperature other than 1
+    (and 0): every seed draws such temperatures, seeded and over many draws, with top-k/top-p too."""
+    from autograder.grading import case_seed
+
+    for seed in (0, 1, 2):
+        temperatures = []
+        for i, case in enumerate(checks.CASES["test_sample_next"]):
+            args = case.make_args(torch.Generator().manual_seed(case_seed(seed, "test_sample_next", i)))
+            temperatures.append((args[2], args[3] is not None or args[4] is not None, case.check is not None))
+        assert any(t not in (0, 1) and not many for t, _, many in temperatures), temperatures
+        assert any(t not in (0, 1) and many for t, _, many in temperatures), temperatures
+        assert any(t not in (0, 1) and filtered for t, filtered, _ in temperatures), temperatures
 
 
 def test_loads_a_hugging_face_gpt2_and_gives_its_logits(reference):

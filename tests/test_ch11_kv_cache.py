@@ -1,7 +1,9 @@
 """Chapter 11 (the KV cache): the grader and the public checks on typical submissions.
 
-One class is graded once: the reference, the untouched exercise, and one typical mistake per
-exercise. The public checks are then run in this process on the reference and on the mistakes.
+One class is graded once: the reference, the untouched exercise, and typical mistakes written
+as a student writes them (not the catalogue's patches, ``solutions/11-kv-cache/mistakes.yaml``,
+which ``tests/test_mistakes.py`` tests one by one). The public checks are then run in this
+process on the reference and on the mistakes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from nbclient import NotebookClient
 
 from autograder.chapters import ch11_kv_cache as checks
 from autograder.spec import CheckFailed
-from autograder.grading import _inputs
 from conftest import ROOT, grade_chapter, reference_namespace
 
 ASSIGNMENT = "11-kv-cache"
@@ -102,8 +103,52 @@ MISTAKES = {  # student -> (name replaced, source, graded cell, words of its hin
                        ("appended twice",) * 2),
     "positions_stuck": ("generate", POSITIONS_STUCK, "test_generate", ("not advanced during decode",) * 2),
     "tiled_gqa": ("grouped_query_attention", TILED_GQA, "test_grouped_query_attention", ("round-robin",) * 2),
-    "defaults_only": ("complete", DEFAULTS_ONLY, "test_complete",
-                      ("even without the cache", "pass temperature and seed on")),
+    "defaults_only": ("complete", DEFAULTS_ONLY, "test_complete", ("temperature and seed are not passed on",) * 2),
+}
+
+# Mistakes found by a student-eye review and in issue 18, written other ways than the catalogue's
+# patches: graded with the class, each named in its own cell and, through the catalogue's `uses`,
+# in a cell whose code runs it, by the hidden cases and by the public check, with no other
+# mistake's hint.
+LIMITED_CACHE = NO_LIMIT_CACHE.replace("        end = self.length + k_new.shape[2]\n", (
+    "        end = self.length + k_new.shape[2]\n        if end > self.k.shape[2]:\n"
+    "            raise ValueError(f'max_len = {self.k.shape[2]} exceeded')\n"))
+NO_DTYPE_CACHE = LIMITED_CACHE.replace(", dtype=dtype, device=device)", ")")
+SLICED_EARLY_CACHE = LIMITED_CACHE.replace(
+    "        self.length = end\n        return self.k[:, :, :end], self.v[:, :, :end]",
+    "        old = self.k[:, :, :self.length], self.v[:, :, :self.length]\n        self.length = end\n"
+    "        return old")
+HEADS_MISSPLIT = APPENDED_TWICE.replace("        cache.append(k, v)\n", "").replace(
+    "t.view(B, T, n_head, C // n_head).transpose(1, 2)", "t.reshape(B, n_head, T, C // n_head)")
+TOP_LEFT_ATTENTION = APPENDED_TWICE.replace("        cache.append(k, v)\n", "").replace(
+    "mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)\n    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)",
+    "y = F.scaled_dot_product_attention(q, k, v, is_causal=True)")
+DECODE_AT_T = POSITIONS_STUCK.replace("torch.arange(1, device=prompt.device)",
+                                      "torch.arange(t, t + 1, device=prompt.device)")
+RESEEDED = DECODE_AT_T.replace("sample_next(logits[:, -1], temperature, generator)",
+                               "sample_next(logits[:, -1], temperature, torch.Generator().manual_seed(seed))")
+PREFILL_SHORT = DECODE_AT_T.replace(  # the prefill on the prompt less its last token
+    "gpt_forward(params, prompt, torch.arange(T0, device=prompt.device), n_head, caches)",
+    "gpt_forward(params, prompt[:, :-1], torch.arange(T0 - 1, device=prompt.device), n_head, caches)")
+GQA_NO_ERROR = TILED_GQA.replace('    if H % H_kv:\n        raise ValueError("H must be a multiple of H_kv")\n', "").replace(
+    "k.repeat(1, H // H_kv, 1, 1), v.repeat(1, H // H_kv, 1, 1)",
+    "k.repeat_interleave(H // H_kv, 1), v.repeat_interleave(H // H_kv, 1)")
+REVIEWED = {  # student -> (name replaced, source, {graded cell, its own first: (words of its hint,
+    #                                                   a hint that must not show)})
+    "no_dtype": ("KVCache", NO_DTYPE_CACHE,
+                 {"test_kv_cache": ("dtype=dtype, device=device", "returned only the keys")}),
+    "sliced_early": ("KVCache", SLICED_EARLY_CACHE,
+                     {"test_kv_cache": ("after advancing self.length", "returned only the keys")}),
+    "heads": ("causal_self_attention", HEADS_MISSPLIT,
+              {"test_causal_self_attention": ("mixes positions into heads", "aligned top-left"),
+               "test_generate": ("mixes positions into heads", "make the generator once")}),
+    "top_left": ("causal_self_attention", TOP_LEFT_ATTENTION,
+                 {"test_causal_self_attention": ("aligned top-left", "mixes positions into heads"),
+                  "test_generate": ("aligned top-left", "make the generator once")}),
+    "reseeded": ("generate", RESEEDED, {"test_generate": ("make the generator once", "off-by-one")}),
+    "prefill_short": ("generate", PREFILL_SHORT, {"test_generate": ("one token too few", "make the generator once")}),
+    "gqa_error": ("grouped_query_attention", GQA_NO_ERROR,
+                  {"test_grouped_query_attention": ("H_kv does not divide", "round-robin")}),
 }
 CHECKS = {"test_kv_cache": lambda ns: checks.check_kv_cache(ns["KVCache"]),
           "test_causal_self_attention": lambda ns: checks.check_causal_self_attention(
@@ -116,7 +161,7 @@ CHECKS = {"test_kv_cache": lambda ns: checks.check_kv_cache(ns["KVCache"]),
 
 @pytest.fixture(scope="module")
 def graded(course, tmp_path_factory) -> dict[str, dict]:
-    return grade_chapter(course, ASSIGNMENT, MISTAKES, tmp_path_factory.mktemp("downloads"))
+    return grade_chapter(course, ASSIGNMENT, {**MISTAKES, **REVIEWED}, tmp_path_factory.mktemp("downloads"))
 
 
 def test_reference_scores_full_marks(graded):
@@ -172,14 +217,10 @@ def test_public_check_explains_each_typical_mistake(reference, student):
     assert "Hint:" in message and words in message, message
 
 
-TOP_LEFT_ATTENTION = APPENDED_TWICE.replace("        cache.append(k, v)\n", "").replace(
-    "mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(L - T)\n    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)",
-    "y = F.scaled_dot_product_attention(q, k, v, is_causal=True)")
 ONLY_NEW_CACHE = NO_LIMIT_CACHE.replace("return self.k[:, :, :end], self.v[:, :, :end]", "return k_new, v_new")
 
 
 @pytest.mark.parametrize("source, cell, words", [
-    (TOP_LEFT_ATTENTION, "test_causal_self_attention", "aligns the triangle top-left"),
     (ONLY_NEW_CACHE, "test_kv_cache", "returned only the keys and values it was given"),
     (POSITIONS_STUCK.replace("torch.arange(1, device=prompt.device)",
                              "torch.arange(t + 1, t + 2, device=prompt.device)"),
@@ -190,57 +231,35 @@ ONLY_NEW_CACHE = NO_LIMIT_CACHE.replace("return self.k[:, :, :end], self.v[:, :,
 ])
 def test_public_checks_recognise_other_mistakes(reference, source, cell, words):
     assert source not in (APPENDED_TWICE, NO_LIMIT_CACHE, POSITIONS_STUCK, TILED_GQA)
-    assert "is_causal=True" in TOP_LEFT_ATTENTION and "cache.append(k, v)\n        k, v" not in TOP_LEFT_ATTENTION
     with pytest.raises(CheckFailed) as failure:
         CHECKS[cell](_with(reference, source))
     assert words in str(failure.value), str(failure.value)
 
 
-# Mistakes found by a student-eye review: each public check names them, and so do the hidden
-# cases (judged here in-process, as the grader does), with no other mistake's hint.
-LIMITED_CACHE = NO_LIMIT_CACHE.replace("        end = self.length + k_new.shape[2]\n", (
-    "        end = self.length + k_new.shape[2]\n        if end > self.k.shape[2]:\n"
-    "            raise ValueError(f'max_len = {self.k.shape[2]} exceeded')\n"))
-NO_DTYPE_CACHE = LIMITED_CACHE.replace(", dtype=dtype, device=device)", ")")
-SLICED_EARLY_CACHE = LIMITED_CACHE.replace(
-    "        self.length = end\n        return self.k[:, :, :end], self.v[:, :, :end]",
-    "        old = self.k[:, :, :self.length], self.v[:, :, :self.length]\n        self.length = end\n"
-    "        return old")
-HEADS_MISSPLIT = APPENDED_TWICE.replace("        cache.append(k, v)\n", "").replace(
-    "t.view(B, T, n_head, C // n_head).transpose(1, 2)", "t.reshape(B, n_head, T, C // n_head)")
-RESEEDED = POSITIONS_STUCK.replace("torch.arange(1, device=prompt.device)", "torch.arange(t, t + 1, device=prompt.device)"
-                                   ).replace("sample_next(logits[:, -1], temperature, generator)",
-                                             "sample_next(logits[:, -1], temperature, torch.Generator().manual_seed(seed))")
-GQA_NO_ERROR = TILED_GQA.replace('    if H % H_kv:\n        raise ValueError("H must be a multiple of H_kv")\n', "").replace(
-    "k.repeat(1, H // H_kv, 1, 1), v.repeat(1, H // H_kv, 1, 1)",
-    "k.repeat_interleave(H // H_kv, 1), v.repeat_interleave(H // H_kv, 1)")
-REVIEWED = {  # source -> (graded cell, words of its hint: public check, hidden cases, a hint that must not show)
-    NO_DTYPE_CACHE: ("test_kv_cache", "dtype=dtype, device=device", "returned only the keys"),
-    SLICED_EARLY_CACHE: ("test_kv_cache", "after advancing self.length", "returned only the keys"),
-    HEADS_MISSPLIT: ("test_causal_self_attention", "split the heads", "aligns the triangle top-left"),
-    RESEEDED: ("test_generate", "make the generator once", "off-by-one"),
-    GQA_NO_ERROR: ("test_grouped_query_attention", "ValueError", "round-robin"),
-}
+@pytest.mark.parametrize("student", REVIEWED)
+def test_reviewed_mistakes_are_named_where_their_code_runs(graded, reference, student):
+    name, source, cells = REVIEWED[student]
+    assert source not in (NO_LIMIT_CACHE, LIMITED_CACHE, APPENDED_TWICE, POSITIONS_STUCK, DECODE_AT_T, TILED_GQA)
+    assert 0 < graded[student]["score"] < FULL, graded[student]["report"]
+    for n, (cell, (words, wrong)) in enumerate(cells.items()):
+        used = [] if n == 0 else ["which this exercise uses"]  # named from the cell it was made in
+        with pytest.raises(CheckFailed) as failure:
+            CHECKS[cell](_with(reference, source))
+        public, hidden = str(failure.value), graded[student]["report"][cell]
+        for text in (public, hidden):
+            assert "Hint:" in text and all(w in text for w in [words, *used]) and wrong not in text, (cell, text)
 
 
-@pytest.mark.parametrize("source", REVIEWED, ids=["no_dtype", "sliced_early", "heads", "reseeded", "gqa_error"])
-def test_reviewed_mistakes_get_their_own_hint(reference, source):
-    cell, words, wrong = REVIEWED[source]
-    student = _with(reference, source)
-    assert all(s != source for s in (NO_LIMIT_CACHE, LIMITED_CACHE, APPENDED_TWICE, POSITIONS_STUCK, TILED_GQA))
+def test_keys_appended_twice_are_named_in_generate_with_the_students_exception(graded, reference):
+    """The cache overflows in generate: the report shows the exception the student's code raised
+    (not a comparison with the text of it) and names the mistake of the attention it uses."""
+    hidden = graded["appended_twice"]["report"]["test_generate"]
+    assert "your code raised ValueError: context limit reached" in hidden and "got str" not in hidden, hidden
+    assert "appended twice" in hidden and "which this exercise uses" in hidden, hidden
     with pytest.raises(CheckFailed) as failure:
-        CHECKS[cell](student)
-    assert words in str(failure.value), str(failure.value)
-    messages = []
-    for (gid, i), args in _inputs(checks.CASES, 0).items():
-        if gid == cell:
-            case = checks.CASES[gid][i]
-            expected = eval(case.call, {**reference, "checks": checks})(*args)
-            got = eval(case.call, {**student, "checks": checks})(*args)
-            messages.append(case.judge(got, expected, args))
-    failed = [m for m in messages if m is not None]
-    assert failed and all(words in m for m in failed if "Hint:" in m), failed
-    assert any("Hint:" in m for m in failed) and not any(wrong in m for m in failed), failed
+        CHECKS["test_generate"](_with(reference, APPENDED_TWICE))
+    public = str(failure.value)
+    assert "raised ValueError: context limit reached" in public and "appended twice" in public, public
 
 
 def test_complete_that_ignores_use_cache_is_told(reference):

@@ -2,8 +2,9 @@
 
 On a CPU-only machine this runs the engine on ``cpu`` only; on a GPU machine it also grades on
 ``cuda`` and requires the same per-cell scores and reference results within tolerance, for every
-chapter: the reference graded as a submission scores full marks on each device, and Chapter 1's
-off-by-one submission scores the same everywhere.
+chapter: the reference graded as a submission scores full marks on each device, every catalogue
+mistake gives the same results (so the same hints), and Chapter 1's off-by-one submission scores
+the same and is diagnosed the same everywhere.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import nbformat
 import pytest
 import torch
 
-from autograder.grading import _inputs, cell_points, grade, reference_results, to_device
+from autograder import mistakes
+from autograder.grading import _inputs, _same, cell_points, grade, reference_results, to_device
 from autograder.sandbox import Limits
 from conftest import ASSIGNMENT, DEVICES, assignments, make_submission, notebook_of
 from test_grading import OFF_BY_ONE
@@ -25,6 +27,12 @@ def _reference(course, assignment):
     return nb, importlib.import_module(nb.metadata["autograder"]["tests"])
 
 
+def _results(course, assignment, device):
+    nb, tests = _reference(course, assignment)
+    return reference_results(nb, tests, device=device, seed=1, limits=Limits(),
+                             catalogue=mistakes.load(course / "solutions" / assignment, nb))
+
+
 @pytest.fixture(scope="module")
 def verdicts(course) -> tuple[dict[str, tuple[dict, dict]], object]:
     """device → (reference results, per-cell scores of an off-by-one submission), and the tests."""
@@ -32,17 +40,17 @@ def verdicts(course) -> tuple[dict[str, tuple[dict, dict]], object]:
     points = cell_points(reference)
     out = {}
     for device in DEVICES:
-        expected = reference_results(reference, tests, device=device, seed=1, limits=Limits())
+        expected = _results(course, ASSIGNMENT, device)
         student = make_submission(course, replace={"one_hot": OFF_BY_ONE})
         reports = grade(student, tests, expected, points, device=device, seed=1, limits=Limits())
-        out[device] = (expected, {gid: r.score for gid, r in reports.items()})
+        out[device] = (expected, {gid: (r.score, r.mistakes) for gid, r in reports.items()})
     return out, tests
 
 
 def test_scores_agree_across_devices(verdicts):
     results, _ = verdicts
     cpu_scores = results["cpu"][1]
-    assert cpu_scores["test_one_hot"] == 0 and cpu_scores["test_cosine"] == 1
+    assert cpu_scores["test_one_hot"] == (0, [("one-hot-from-one",)]) and cpu_scores["test_cosine"] == (1, [])
     for device in DEVICES:
         assert results[device][1] == cpu_scores, device
 
@@ -53,14 +61,18 @@ def test_reference_scores_full_marks_on_every_device_and_results_agree(course, a
     points = cell_points(reference)
     results = {}
     for device in DEVICES:
-        results[device] = reference_results(reference, tests, device=device, seed=1, limits=Limits())
+        results[device] = _results(course, assignment, device)
         reports = grade(make_submission(course, assignment=assignment), tests, results[device], points,
                         device=device, seed=1, limits=Limits())
         assert {gid: r.score for gid, r in reports.items()} == points, (device, [r.text() for r in reports.values()])
     inputs = _inputs(tests.CASES, 1)
     for device in DEVICES:
-        for (gid, i), value in results[device].items():
+        for (gid, i), value in results[device].values.items():
             on_cpu, args = to_device(results["cpu"][gid, i], device), to_device(inputs[gid, i], device)
             assert tests.CASES[gid][i].judge(value, on_cpu, args) is None, (device, gid, i)
             if isinstance(value, torch.Tensor):
                 assert value.device.type == device, (gid, i)
+        for combo, outcomes in results[device].outcomes.items():  # each mistake, so each hint
+            for (gid, i), value in outcomes.items():
+                on_cpu = to_device(results["cpu"].outcomes[combo][gid, i], device)
+                assert _same(tests.CASES[gid][i], value, on_cpu, to_device(inputs[gid, i], device)), (device, combo, gid, i)

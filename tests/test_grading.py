@@ -12,14 +12,21 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder import mistakes
 from autograder.sandbox import isolation_available
-from conftest import ASSIGNMENT, NOTEBOOK, make_submission, reports, run_cli
+from conftest import ASSIGNMENT, NOTEBOOK, ROOT, make_submission, reports, run_cli
 
 FULL = 10.0  # Chapter 1's points
+_SOLUTIONS = ROOT / "solutions" / ASSIGNMENT
+HINT = {m.id: m.hint for m in mistakes.load(_SOLUTIONS, nbformat.read(_SOLUTIONS / NOTEBOOK, as_version=4)).mistakes}
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
 OFF_BY_ONE = '''
 def one_hot(ids, num_classes):
-    out = torch.zeros(*ids.shape, num_classes, device=ids.device)
-    return out.scatter(-1, ((ids + 1) % num_classes).unsqueeze(-1), 1.0)
+    out = torch.zeros(*ids.shape, num_classes + 1, device=ids.device)
+    return out.scatter(-1, ids.unsqueeze(-1), 1.0)[..., 1:]  # mistake: classes counted from 1
 '''
 BPE_MERGES_REVERSED = '''
 def bpe_encode(text, merges):
@@ -145,9 +152,15 @@ def test_untouched_exercise_scores_zero_with_readable_reasons(graded):
 
 
 def test_one_hot_off_by_one_gets_partial_credit_and_the_hint(graded):
+    """Written otherwise than the catalogue's one-hot-from-one, with the same results: named."""
     row = graded["offbyone"]
     assert 0 < row["score"] < FULL
-    assert "shift" in row["report"]["test_one_hot"].lower(), row["report"]["test_one_hot"]
+    report = row["report"]["test_one_hot"]
+    assert HINT["one-hot-from-one"] in _flat(report), report
+    assert "exactly those of the reference with this mistake" in _flat(report), report
+    # embed calls one_hot: the same mistake is named there, as the part it uses
+    assert HINT["one-hot-from-one"] in _flat(row["report"]["test_embed"]), row["report"]["test_embed"]
+    assert "which this exercise uses" in row["report"]["test_embed"]
     # a failing hidden case small enough to retype shows its input (issue 10, item 9)
     assert "Arguments (small enough to try yourself): torch.tensor(" in row["report"]["test_one_hot"]
 
@@ -156,7 +169,7 @@ def test_bpe_merge_order_mistake_gets_partial_credit_and_the_hint(graded):
     row = graded["bpeorder"]
     assert 0 < row["score"] < FULL
     report = row["report"]["test_bpe_round_trip"]
-    assert "order" in report.lower(), report
+    assert HINT["bpe-encode-reversed"] in _flat(report), report
 
 
 def test_correct_code_that_prints_warnings_keeps_full_marks(graded):

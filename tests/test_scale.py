@@ -44,15 +44,23 @@ def test_course_is_accepted_after_the_command(course, tmp_path):
     assert out.read_text().startswith("assignment,"), out.read_text()[:200]
 
 
+UNKNOWN_ONE_HOT = '''
+def one_hot(ids, num_classes):
+    return 2 * F.one_hot(ids, num_classes).float()  # no typical mistake: twos
+'''
+
+
 @pytest.fixture(scope="module")
 def graded(course: Path, tmp_path_factory) -> dict[str, dict]:
-    """Four students: the reference, an untouched notebook, and the off-by-one one-hot mistake
-    twice (once with an endless loop in another exercise): the class's planted common mistake."""
+    """Five students: the reference, an untouched notebook, the off-by-one one-hot mistake
+    twice (once with an endless loop in another exercise): the class's planted common mistake,
+    and a one-hot mistake the catalogue does not know."""
     submissions = {
         "ada": make_submission(course),
         "blank": make_submission(course, solved=False),
         "offbyone": make_submission(course, replace={"one_hot": OFF_BY_ONE}),
         "offloop": make_submission(course, replace={"one_hot": OFF_BY_ONE, "cosine_similarity_matrix": LOOP}),
+        "doubled": make_submission(course, replace={"one_hot": UNKNOWN_ONE_HOT}),
     }
     return grade_class(course, ASSIGNMENT, submissions, tmp_path_factory.mktemp("downloads"),
                        "--timeout", "3", "--jobs", "1")
@@ -63,10 +71,15 @@ def test_report_counts_scores_common_mistakes_and_problems(course, graded):
     run_cli(course, "report", ASSIGNMENT)
     page = (course / f"report-{ASSIGNMENT}.html").read_text()
     counts = re.search(r'<p id="counts">(.*?)</p>', page, re.DOTALL).group(1)
-    assert counts.startswith("4 submissions;") and "1 with full marks" in counts, counts
+    assert counts.startswith("5 submissions;") and "1 with full marks" in counts, counts
     assert page.count('src="data:image/png;base64,') == 2
     hints = re.search(r"<h2>Most common hints</h2>\s*<table>.*?</tr><tr>(.*?)</tr>", page, re.DOTALL).group(1)
-    assert "test_one_hot" in hints and "shift the indices by one" in hints and hints.endswith("<td>2</td>"), hints
+    assert "test_one_hot" in hints and "numbered from 1" in hints and hints.endswith("<td>2</td>"), hints
+    found = re.search(r"<h2>Typical mistakes found</h2>.*?<table>.*?</tr>(.*?)</table>", page, re.DOTALL).group(1)
+    assert "<tr><td>test_one_hot</td><td>one-hot-from-one</td><td>2</td></tr>" in found, found
+    unknown = re.search(r"matched no known mistake</h2>.*?<table>.*?</tr>(.*?)</table>", page, re.DOTALL).group(1)
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", unknown)
+    assert rows == [("test_embed", "1"), ("test_one_hot", "1")], unknown  # embed uses one_hot
     troubled = re.search(r"timeout, crash, repair.*?</h2>(.*?)<h2>", page, re.DOTALL).group(1)
     assert "<td>offloop</td><td>timeout</td>" in troubled and "ada" not in troubled, troubled
     with open(course / f"report-{ASSIGNMENT}.csv") as f:
@@ -137,7 +150,7 @@ def test_several_assignments_share_one_run_and_score_as_alone(course, graded, tm
     run_cli(course, "collect", other, str(tmp_path))
     result = run_cli(course, "autograde", ASSIGNMENT, other, "--student", *graded, "--timeout", "3",
                      "--jobs", "2", "--force")
-    assert set(re.findall(r"\| *\d+/(\d+) \[", result.stderr)) == {"6"}, result.stderr[-500:]  # one bar, both
+    assert set(re.findall(r"\| *\d+/(\d+) \[", result.stderr)) == {str(len(graded) + 2)}, result.stderr[-500:]  # one bar, both
     summaries = {}
     for assignment in (ASSIGNMENT, other):
         with open(course / f"autograde-{assignment}.csv") as f:

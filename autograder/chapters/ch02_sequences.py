@@ -3,8 +3,12 @@
 The ``check_*`` functions run in the student's notebook on small examples that can be checked
 by hand and on properties every correct answer has (a sentence gets the same result alone or
 padded in a batch). ``CASES`` is what the grader runs: the same calls on random inputs, compared
-with the reference notebook's results. As in Chapter 1, this module holds no reference solution:
-hints recognise the symptoms of typical mistakes from the expected value and the inputs.
+with the reference notebook's results. As in Chapter 1, this module holds no reference solution.
+
+The typical mistakes and their hints are the chapter's catalogue,
+``solutions/02-sequences/mistakes.yaml``: the grader and these checks name a mistake when a
+result is that mistake's result. Its ``uses`` lets a ``window_features`` mistake be named in the
+cell of ``window_tagger`` too, which calls it.
 """
 
 from __future__ import annotations
@@ -13,232 +17,29 @@ from typing import Any, Callable
 
 import torch
 
-from ..checks import as_tensor, call, close, expect_example, randint, tensor_pair
+from ..checks import call, expect_example, randint
 from ..spec import Case, Hint, passed
 
 
 # ----------------------------------------------------------------------------------------
-# Hints: each recognises one typical mistake from (got, expected, args)
+# Hints: the typical mistakes are the catalogue's (solutions/02-sequences/mistakes.yaml), each
+# a patch of the reference whose results the grader and the public checks compare with. Only a
+# mistake no patch expresses keeps a hint here: a result on another device, which grading on
+# the CPU cannot show.
 # ----------------------------------------------------------------------------------------
-
-def _left_padded(got: Any, exp: Any, args: tuple) -> bool:
-    """Every sequence sits at the end of its row instead of the start."""
-    g = tensor_pair(got)
-    if g is None or g[0].shape != exp[0].shape:
-        return False
-    T = g[0].shape[1]
-    return not torch.equal(g[0], as_tensor(exp[0])) and all(
-        torch.equal(g[0][b, T - len(s):], as_tensor(s)) for b, s in enumerate(args[0]))
-
-
-def _mask_inverted(got: Any, exp: Any, args: tuple) -> bool:
-    g = tensor_pair(got)
-    return g is not None and g[1].shape == exp[1].shape and exp[1].numel() > 0 and torch.equal(
-        g[1].bool(), ~as_tensor(exp[1]))
-
-
-def _mask_not_bool(got: Any, exp: Any, args: tuple) -> bool:
-    g = tensor_pair(got)
-    return (g is not None and g[1].dtype != torch.bool and g[1].shape == exp[1].shape
-            and torch.equal(g[1] != 0, as_tensor(exp[1])))
-
-
-def _pad_value_ignored(got: Any, exp: Any, args: tuple) -> bool:
-    g = tensor_pair(got)
-    if g is None or len(args) < 2 or args[1] == 0 or g[0].shape != exp[0].shape:
-        return False
-    pads = ~as_tensor(exp[1])
-    return bool(pads.any()) and bool((g[0][pads] == 0).all())
-
-
-def _pad_dtype(got: Any, exp: Any, args: tuple) -> bool:
-    g = tensor_pair(got)
-    return g is not None and g[0].dtype != exp[0].dtype
-
 
 def _wrong_device(got: Any, exp: Any, args: tuple) -> bool:
     items = got if isinstance(got, (tuple, list)) else [got]
     wanted = exp if isinstance(exp, (tuple, list)) else [exp]
-    return any(isinstance(g, torch.Tensor) and g.device.type != e.device.type
+    return any(isinstance(g, torch.Tensor) and isinstance(e, torch.Tensor) and g.device.type != e.device.type
                for g, e in zip(items, wanted))
 
 
-PAD_LEFT = Hint(
-    "your sequences end at the last column: pad at the END, so that every sequence starts at "
-    "position 0 (padded[b, :len(s)] = s).",
-    _left_padded)
-PAD_MASK_INVERTED = Hint(
-    "the mask is inverted: it is True at the REAL positions and False at the padding.",
-    _mask_inverted)
-PAD_MASK_DTYPE = Hint(
-    "the mask must have dtype torch.bool (e.g. torch.zeros(B, T, dtype=torch.bool)), "
-    "not 0/1 numbers.",
-    _mask_not_bool)
-PAD_VALUE = Hint(
-    "the padding must hold pad_value, not 0 (e.g. seqs[0].new_full((B, T, ...), pad_value)).",
-    _pad_value_ignored)
-PAD_DTYPE = Hint(
-    "padded must keep the inputs' dtype: torch.full(shape, pad_value) takes its dtype from "
-    "pad_value (0 gives int64, 0.5 float32), so pass dtype=seqs[0].dtype or use "
-    "seqs[0].new_full(shape, pad_value).",
-    _pad_dtype)
 DEVICE = Hint(
     "create new tensors on the inputs' device: x.new_zeros(...), seqs[0].new_full(...) or "
     "device=x.device (a bare torch.zeros(...) lives on the CPU).",
     _wrong_device)
-PAD_HINTS = (PAD_LEFT, PAD_MASK_INVERTED, PAD_MASK_DTYPE, PAD_VALUE, PAD_DTYPE, DEVICE)
-
-
-def _blocks(x: torch.Tensor, C: int) -> torch.Tensor:
-    """(B, T, n·C) -> (B, T, n, C): the window's vectors, one per block."""
-    return x.reshape(*x.shape[:2], -1, C)
-
-
-def _window_parts(got: Any, exp: Any, args: tuple) -> tuple[torch.Tensor, torch.Tensor, int, int] | None:
-    g = as_tensor(got)
-    if g is None or g.shape != exp.shape or not g.dtype.is_floating_point:
-        return None
-    return g.double(), as_tensor(exp).double(), args[0].shape[-1], args[1]
-
-
-def _edges_wrapped(got: Any, exp: Any, args: tuple) -> bool:
-    """The inner positions are right, the first and last k are not (wrapped around, or cut)."""
-    parts = _window_parts(got, exp, args)
-    if parts is None:
-        return False
-    g, e, C, k = parts
-    T = g.shape[1]
-    if k == 0 or T <= 2 * k or torch.allclose(g, e):
-        return False
-    inner = slice(k, T - k)
-    return torch.allclose(g[:, inner], e[:, inner]) and not torch.allclose(g, e)
-
-
-def _window_reversed(got: Any, exp: Any, args: tuple) -> bool:
-    parts = _window_parts(got, exp, args)
-    if parts is None or parts[3] == 0:
-        return False
-    g, e, C, _ = parts
-    return not torch.allclose(g, e) and torch.allclose(_blocks(g, C).flip(2), _blocks(e, C))
-
-
-def _window_interleaved(got: Any, exp: Any, args: tuple) -> bool:
-    parts = _window_parts(got, exp, args)
-    if parts is None or parts[2] == 1 or parts[3] == 0:
-        return False
-    g, e, C, k = parts
-    interleaved = _blocks(e, C).transpose(2, 3).reshape(e.shape)  # feature-major order
-    return torch.allclose(g, interleaved)
-
-
-def _window_cut(got: Any, exp: Any, args: tuple) -> bool:
-    g = as_tensor(got)
-    k, T = args[1], exp.shape[1]
-    return g is not None and g.dim() == 3 and g.shape[1] == max(T - 2 * k, 0) != T
-
-
-WINDOW_EDGES = Hint(
-    "the inner positions are right but the first and last k are not: beyond the ends of the "
-    "sequence the window holds vectors of zeros (pad k zero vectors on both sides first); "
-    "do not wrap around (torch.roll brings the last positions to the front).",
-    _edges_wrapped)
-WINDOW_ORDER = Hint(
-    "the window's vectors are in reverse order: start with position t - k and end with t + k.",
-    _window_reversed)
-WINDOW_INTERLEAVED = Hint(
-    "the numbers are right but interleaved feature by feature: concatenate whole vectors "
-    "(torch.cat(..., dim=-1)), so the first C numbers are x[:, t - k], the next C x[:, t - k + 1] ... "
-    "(torch.stack(..., dim=-1).flatten(2) interleaves them).",
-    _window_interleaved)
-WINDOW_CUT = Hint(
-    "the output has T - 2k positions: positions near the ends keep their place, with zero "
-    "vectors for the neighbours that do not exist, so the output has T positions like x.",
-    _window_cut)
-WINDOW_HINTS = (WINDOW_EDGES, WINDOW_ORDER, WINDOW_INTERLEAVED, WINDOW_CUT, DEVICE)
-
-
-def _not_squashed(got: Any, exp: Any, args: tuple) -> bool:
-    """Some logit lies farther from b2 than any hidden vector in [-1, 1]^H can reach."""
-    g = as_tensor(got)
-    if g is None or g.shape != exp.shape or not g.dtype.is_floating_point:
-        return False
-    W2, b2 = as_tensor(args[4]).double(), as_tensor(args[5]).double()
-    reach = W2.abs().sum(dim=0)  # (n_tags,): the largest |h @ W2| with |h| <= 1
-    return bool(((g.double() - b2).abs() > reach * (1 + 1e-3) + 1e-6).any())
-
-
-def _shape_is_hidden(got: Any, exp: Any, args: tuple) -> bool:
-    g = as_tensor(got)
-    return g is not None and tuple(g.shape) == (*exp.shape[:2], args[2].shape[1]) != tuple(exp.shape)
-
-
-def _output_squashed(got: Any, exp: Any, args: tuple) -> bool:
-    g = as_tensor(got)
-    return (g is not None and g.shape == exp.shape and g.dtype.is_floating_point
-            and torch.allclose(g.double(), torch.tanh(as_tensor(exp).double()), rtol=1e-4, atol=1e-5))
-
-
-TAGGER_TANH = Hint(
-    "some logits are larger than any hidden layer with values in [-1, 1] allows: did you apply "
-    "tanh to the hidden layer, h = tanh(f @ W1 + b1), before the output layer?",
-    _not_squashed)
-TAGGER_OUTPUT = Hint(
-    "the result has H features per position: apply the output layer too, h @ W2 + b2 gives "
-    "n_tags scores per position.",
-    _shape_is_hidden)
-TAGGER_LOGITS_SQUASHED = Hint(
-    "your logits are the tanh of the right ones: tanh belongs to the hidden layer only; the "
-    "output layer is plain, logits = h @ W2 + b2.",
-    _output_squashed)
-TAGGER_HINTS = (TAGGER_TANH, TAGGER_OUTPUT, TAGGER_LOGITS_SQUASHED, DEVICE)
-
-
-def _plain_mean(got: Any, exp: Any, args: tuple) -> bool:
-    x = as_tensor(args[0]).double()
-    return close(got, x.mean(dim=1))
-
-
-def _sum_over_T(got: Any, exp: Any, args: tuple) -> bool:
-    x, m = as_tensor(args[0]).double(), as_tensor(args[1]).double().unsqueeze(-1)
-    return close(got, (x * m).sum(dim=1) / x.shape[1])
-
-
-def _nan_for_empty(got: Any, exp: Any, args: tuple) -> bool:
-    g = as_tensor(got)
-    return g is not None and g.shape == exp.shape and bool(g.isnan().any()) and not bool(
-        as_tensor(exp).isnan().any())
-
-
-MEAN_PADDING = Hint(
-    "this is the plain mean over all T positions, padding included: sum only the real "
-    "positions (multiply by the mask) and divide by how many there are.",
-    _plain_mean)
-MEAN_DIVIDE_BY_T = Hint(
-    "you summed only the real positions but divided by T: divide by the number of real "
-    "positions of each sequence, mask.sum(dim=1).",
-    _sum_over_T)
-MEAN_EMPTY = Hint(
-    "nan appears for a sequence whose mask is all False (0 / 0): divide by the count "
-    "clamped from below, count.clamp_min(1), so it gives zeros.",
-    _nan_for_empty)
-
-
-def _prefix_mean(got: Any, exp: Any, args: tuple) -> bool:
-    """The mean of the first mask.sum() positions, as if every mask were a prefix."""
-    x, m = as_tensor(args[0]).double(), as_tensor(args[1])
-    counts = m.sum(dim=1).tolist()
-    if torch.equal(m, torch.arange(m.shape[1]) < m.sum(dim=1, keepdim=True)):
-        return False  # the mask is a prefix: nothing to tell apart
-    target = torch.stack([x[b, :n].mean(dim=0) if n else torch.zeros(x.shape[2], dtype=x.dtype)
-                          for b, n in enumerate(counts)])
-    return close(got, target)
-
-
-MEAN_PREFIX = Hint(
-    "you averaged the first mask.sum() positions, but the mask can have holes: use the mask "
-    "itself to choose the positions, not only the count of True values.",
-    _prefix_mean)
-MEAN_HINTS = (MEAN_PADDING, MEAN_DIVIDE_BY_T, MEAN_EMPTY, MEAN_PREFIX, DEVICE)
+HINTS = (DEVICE,)
 
 
 # ----------------------------------------------------------------------------------------
@@ -268,10 +69,12 @@ def check_pad_sequences(pad_sequences: Callable) -> None:
          "an empty sequence is a row of padding with a mask of all False."),
         (([_t([7, 7, 7])],), (_t([[7, 7, 7]]), _t([[T, T, T]])),
          "a single sequence needs no padding: a (1, T) batch."),
+        (([_t([0, 3]), _t([4])],), (_t([[0, 3], [4, 0]]), _t([[T, T], [T, Fa]])),
+         "a real token may equal pad_value (id 0 here): the mask comes from the lengths, not the values."),
     ]
     for args, expected, why in examples:
         shown = f"pad_sequences({', '.join(_show(a) for a in args)})"
-        expect_example(call(pad_sequences, shown, *args), expected, shown, why, PAD_HINTS, args)
+        expect_example(call(pad_sequences, shown, *args), expected, shown, why, HINTS, args)
     passed("pad_sequences", len(examples))
 
 
@@ -303,12 +106,12 @@ def check_window_features(window_features: Callable) -> None:
     ]
     for args, expected, why in examples:
         shown = f"window_features({_show(args[0])}, k={args[1]})"
-        expect_example(call(window_features, shown, *args), expected, shown, why, WINDOW_HINTS, args)
+        expect_example(call(window_features, shown, *args), expected, shown, why, HINTS, args)
     x64 = torch.arange(1, 25, dtype=torch.float64).reshape(2, 4, 3)
     shown = "y = window_features(x, k=1) for a float64 x of shape (2, 4, 3)"
     y = call(window_features, shown, x64, 1)
     expect_example(tuple(y.shape) if isinstance(y, torch.Tensor) else y, (2, 4, 9), shown + "; y.shape",
-                   "(2k + 1)·C = 9 features per position.", WINDOW_HINTS, (x64, 1))
+                   "(2k + 1)·C = 9 features per position.", HINTS, (x64, 1))
     blocks = [(y[:, :, 3:6], x64, "the middle block is the position itself, in x's dtype"),
               (y[:, 1:, 0:3], x64[:, :-1], "the first block is the left neighbour"),
               (y[:, :-1, 6:9], x64[:, 1:], "the last block is the right neighbour"),
@@ -333,7 +136,7 @@ def check_window_tagger(window_tagger: Callable) -> None:
     shown = "window_tagger([[1, 2]], E=[[0.], [1.], [2.]], identity W1 and W2, zero biases, k=1)"
     expect_example(call(window_tagger, shown, *args), torch.tanh(_t([[[0., 1., 2.], [1., 2., 0.]]])),
                    shown, "the windows are [0, 1, 2] and [1, 2, 0]; the logits are their tanh.",
-                   TAGGER_HINTS, args)
+                   HINTS, args)
 
     g = torch.Generator().manual_seed(0)
     V, d, H, n = 6, 3, 5, 4
@@ -346,7 +149,7 @@ def check_window_tagger(window_tagger: Callable) -> None:
     shown = "window_tagger(ids, E, W1, b1, W2, b2, k=0)"
     expect_example(call(window_tagger, shown, *args), torch.tanh(E[ids] @ W1[d:2 * d] + b1) @ W2 + b2,
                    shown, "with k = 0 the window is the word alone: a per-token classifier "
-                   "tanh(E[ids] @ W1 + b1) @ W2 + b2.", TAGGER_HINTS, args)
+                   "tanh(E[ids] @ W1 + b1) @ W2 + b2.", HINTS, args)
 
     shown = "window_tagger(ids, E, W1, b1, W2, b2, k=1)"
     alone = call(window_tagger, shown, ids, E, W1, b1, W2, b2, 1)
@@ -356,8 +159,16 @@ def check_window_tagger(window_tagger: Callable) -> None:
     expect_example(together[:1, :5] if isinstance(together, torch.Tensor) and together.dim() == 3
                    else together, alone, shown_batch + "[:1, :5]",
                    "with a zero <pad> row, padding a sentence in a batch does not change its logits "
-                   "(nor does the other sentence).", TAGGER_HINTS, (batch, E, W1, b1, W2, b2, 1))
-    passed("window_tagger", 3)
+                   "(nor does the other sentence).", HINTS, (batch, E, W1, b1, W2, b2, 1))
+
+    E, W1, b1, W2, b2, k = _identity_tagger()
+    E = _t([[5.], [1.], [2.]])
+    args = (_t([[1, 0]]), E, W1, b1, W2, b2, k)
+    shown = "window_tagger([[1, 0]], E=[[5.], [1.], [2.]], identity W1 and W2, zero biases, k=1)"
+    expect_example(call(window_tagger, shown, *args), torch.tanh(_t([[[0., 1., 5.], [1., 5., 0.]]])),
+                   shown, "the padded position (id 0) is embedded with row 0 of E like any other id, "
+                   "here 5: the windows are [0, 1, 5] and [1, 5, 0].", HINTS, args)
+    passed("window_tagger", 4)
 
 
 def check_masked_mean(masked_mean: Callable) -> None:
@@ -372,10 +183,12 @@ def check_masked_mean(masked_mean: Callable) -> None:
          "a sequence with no real position gives zeros, not nan (divide by max(1, count))."),
         ((_t([[[1.], [2.], [6.], [0.], [0.]]], torch.float64), _t([[T, T, T, Fa, Fa]])),
          _t([[3.]], torch.float64), "extra padding changes nothing; the dtype stays float64."),
+        ((_t([[[1.], [2.], [4.]]]), _t([[Fa, T, T]])), _t([[3.]]),
+         "the mask may have holes anywhere: the real positions are 1 and 2, (2 + 4) / 2."),
     ]
     for args, expected, why in examples:
         shown = f"masked_mean({_show(args[0])}, {_show(args[1])})"
-        expect_example(call(masked_mean, shown, *args), expected, shown, why, MEAN_HINTS, args)
+        expect_example(call(masked_mean, shown, *args), expected, shown, why, HINTS, args)
     passed("masked_mean", len(examples))
 
 
@@ -417,7 +230,7 @@ def _x(g, B, T, C, dtype=torch.float32):
 
 
 def _window_random(g):
-    return _x(g, randint(g, 1, 4), randint(g, 5, 12), randint(g, 1, 5)), randint(g, 1, 4)
+    return _x(g, randint(g, 1, 4), randint(g, 5, 12), randint(g, 2, 5)), randint(g, 1, 4)  # C > 1: the order shows
 
 
 def _window_c1(g):
@@ -502,41 +315,43 @@ def _mean_full(g):
 
 def _mean_holes(g):
     B, T = 3, 6
-    return _x(g, B, T, 2), torch.rand(B, T, generator=g) < 0.5  # any pattern, not only a prefix
+    mask = torch.rand(B, T, generator=g) < 0.5  # any pattern, not only a prefix
+    mask[0, :2] = torch.tensor([False, True])  # at least one row that is not a prefix
+    return _x(g, B, T, 2), mask
 
 
 CASES: dict[str, list[Case]] = {
     "test_pad_sequences": [
         Case("pad_sequences", _pad_ints, "2-5 int64 sequences of lengths 1-8, default pad_value",
-             PAD_HINTS),
-        Case("pad_sequences", _pad_vectors, "float32 sequences of vectors (L, C)", PAD_HINTS),
+             HINTS),
+        Case("pad_sequences", _pad_vectors, "float32 sequences of vectors (L, C)", HINTS),
         Case("pad_sequences", _pad_value_f64, "float64 with pad_value -1.5 and a length-1 sequence",
-             PAD_HINTS),
+             HINTS),
         Case("pad_sequences", _pad_empty, "an empty sequence in the batch, integer pad_value",
-             PAD_HINTS),
-        Case("pad_sequences", _pad_single, "a single sequence of shape (L, 2, 2)", PAD_HINTS),
+             HINTS),
+        Case("pad_sequences", _pad_single, "a single sequence of shape (L, 2, 2)", HINTS),
     ],
     "test_window_features": [
-        Case("window_features", _window_random, "random (B, T, C) float32 with k of 1-3",
-             WINDOW_HINTS),
-        Case("window_features", _window_c1, "C = 1, k = 1", WINDOW_HINTS),
-        Case("window_features", _window_k0, "k = 0", WINDOW_HINTS),
+        Case("window_features", _window_random, "random (B, T, C) float32 with C of 2-4, k of 1-3",
+             HINTS),
+        Case("window_features", _window_c1, "C = 1, k = 1", HINTS),
+        Case("window_features", _window_k0, "k = 0", HINTS),
         Case("window_features", _window_wide, "float64 with k >= T (window wider than the sequence)",
-             WINDOW_HINTS),
-        Case("window_features", _window_t1, "T = 1", WINDOW_HINTS),
+             HINTS),
+        Case("window_features", _window_t1, "T = 1", HINTS),
     ],
     "test_window_tagger": [
-        Case("window_tagger", _tagger_random, "random sizes, padded batch, k of 1-2", TAGGER_HINTS),
-        Case("window_tagger", _tagger_pad_row, "a non-zero <pad> row in E", TAGGER_HINTS),
-        Case("window_tagger", _tagger_k0, "k = 0 (a per-token classifier)", TAGGER_HINTS),
-        Case("window_tagger", _tagger_f64, "float64 weights, k = 2", TAGGER_HINTS),
-        Case("window_tagger", _tagger_tiny, "one sentence of one word, k of 1-2", TAGGER_HINTS),
+        Case("window_tagger", _tagger_random, "random sizes, padded batch, k of 1-2", HINTS),
+        Case("window_tagger", _tagger_pad_row, "a non-zero <pad> row in E", HINTS),
+        Case("window_tagger", _tagger_k0, "k = 0 (a per-token classifier)", HINTS),
+        Case("window_tagger", _tagger_f64, "float64 weights, k = 2", HINTS),
+        Case("window_tagger", _tagger_tiny, "one sentence of one word, k of 1-2", HINTS),
     ],
     "test_masked_mean": [
-        Case("masked_mean", _mean_random, "random lengths, float32", MEAN_HINTS),
-        Case("masked_mean", _mean_empty, "a sequence with no real position", MEAN_HINTS),
-        Case("masked_mean", _mean_f64, "float64", MEAN_HINTS),
-        Case("masked_mean", _mean_full, "no padding at all", MEAN_HINTS),
-        Case("masked_mean", _mean_holes, "a mask with holes, not only a prefix", MEAN_HINTS),
+        Case("masked_mean", _mean_random, "random lengths, float32", HINTS),
+        Case("masked_mean", _mean_empty, "a sequence with no real position", HINTS),
+        Case("masked_mean", _mean_f64, "float64", HINTS),
+        Case("masked_mean", _mean_full, "no padding at all", HINTS),
+        Case("masked_mean", _mean_holes, "a mask with holes, not only a prefix", HINTS),
     ],
 }
