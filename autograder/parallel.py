@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import multiprocessing
+import pickle
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -133,15 +134,18 @@ def init_worker(course: Path, overrides: dict) -> None:
     prepare_worker(course, overrides)
 
 
-def reference_in_worker(assignment: str, notebook: str) -> dict:
-    """Run one reference notebook's hidden cases; {cache key: results} for the submissions' tasks."""
+def reference_in_worker(assignment: str, notebook: str) -> bytes:
+    """Run one reference notebook's hidden cases (and its mistakes'); {cache key: results} for the
+    submissions' tasks, pickled here: a process pool would pass each tensor in a shared-memory
+    file of its own, and a catalogue's thousands of them exhaust the processes' file descriptors."""
     grader = SandboxGrade(config=_WORKER["api"].config)
-    return {grader.reference_key(assignment, notebook): grader.reference(assignment, notebook)[1]}
+    return pickle.dumps({grader.reference_key(assignment, notebook): grader.reference(assignment, notebook)[1]})
 
 
-def grade_in_worker(assignment: str, student: str, notebooks: list[str], references: dict) -> tuple[str, dict, float]:
+def grade_in_worker(assignment: str, student: str, notebooks: list[str], references: list[bytes]) -> tuple[str, dict, float]:
     """:func:`autograder.course.grade_timed` in a worker: (student, outcome, seconds), all plain data."""
-    add_references(references)
+    for pickled in references:
+        add_references(pickle.loads(pickled))
     return grade_timed(_WORKER["api"], assignment, student, notebooks)
 
 
@@ -161,7 +165,7 @@ def grade_all(pool: Executor, work: dict[str, tuple[list[str], list[str]]]):
     results, as soon as those are in. A reference that fails raises here and ends the run."""
     pending = {pool.submit(reference_in_worker, assignment, notebook): (assignment, None)
                for assignment, (notebooks, students) in work.items() if students for notebook in notebooks}
-    references: dict[str, dict] = {assignment: {} for assignment in work}
+    references: dict[str, list[bytes]] = {assignment: [] for assignment in work}
     missing = {assignment: len(notebooks) for assignment, (notebooks, _) in work.items()}
     while pending:
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -170,7 +174,7 @@ def grade_all(pool: Executor, work: dict[str, tuple[list[str], list[str]]]):
             if student is not None:
                 yield (assignment, *future.result())
                 continue
-            references[assignment].update(future.result())
+            references[assignment].append(future.result())
             missing[assignment] -= 1
             if missing[assignment] == 0:
                 for student in work[assignment][1]:

@@ -91,7 +91,14 @@ def _namespace(nb: nbformat.NotebookNode, sources: dict[int, str]) -> dict:
     for index, cell in enumerate(nb.cells):
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if cell.cell_type == "code" and meta and not meta.get("grade"):
-            exec(TransformerManager().transform_cell(sources.get(index, cell.source)), namespace)
+            source = TransformerManager().transform_cell(sources.get(index, cell.source))
+            if meta.get("solution") or meta.get("grade_id") == "setup":
+                exec(source, namespace)
+                continue
+            try:  # given code that may use a mistaken function (a demo), or define one to fix
+                exec(source, namespace)
+            except Exception:
+                pass
     return namespace
 
 

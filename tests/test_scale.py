@@ -73,8 +73,9 @@ def test_report_counts_scores_common_mistakes_and_problems(course, graded):
     counts = re.search(r'<p id="counts">(.*?)</p>', page, re.DOTALL).group(1)
     assert counts.startswith("5 submissions;") and "1 with full marks" in counts, counts
     assert page.count('src="data:image/png;base64,') == 2
-    hints = re.search(r"<h2>Most common hints</h2>\s*<table>.*?</tr><tr>(.*?)</tr>", page, re.DOTALL).group(1)
-    assert "test_one_hot" in hints and "numbered from 1" in hints and hints.endswith("<td>2</td>"), hints
+    hints = re.search(r"<h2>Most common hints</h2>\s*<table>.*?</tr>(.*?)</table>", page, re.DOTALL).group(1)
+    top = re.findall(r"<tr><td>(\w+)</td><td>([^<]*)</td><td>(\d+)</td></tr>", hints)
+    assert any(g == "test_one_hot" and "numbered from 1" in t and c == "2" for g, t, c in top[:2]), hints
     found = re.search(r"<h2>Typical mistakes found</h2>.*?<table>.*?</tr>(.*?)</table>", page, re.DOTALL).group(1)
     assert "<tr><td>test_one_hot</td><td>one-hot-from-one</td><td>2</td></tr>" in found, found
     unknown = re.search(r"matched no known mistake</h2>.*?<table>.*?</tr>(.*?)</table>", page, re.DOTALL).group(1)
