@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from .compare import describe_difference
-from .mistakes import public_hints, record
+from .mistakes import public_hints, raised_kind, record
 from .spec import CheckFailed, Hint, error_hint
 
 
@@ -63,7 +63,8 @@ def outcome(thunk: Callable[[], Any]) -> Any:
 
 def raised(x: Any, name: str = "") -> bool:
     """Whether ``x`` is :func:`outcome`'s report of an exception (of type ``name``, if given)."""
-    return isinstance(x, str) and x.startswith(f"raised {name}")
+    kind = raised_kind(x)
+    return kind is not None and name in ("", kind)
 
 
 # ----------------------------------------------------------------------------------------

@@ -86,9 +86,13 @@ def to_device(value: Any, device: str) -> Any:
     return value
 
 
+def case_inputs(case: Case, seed: int, grade_id: str, index: int) -> tuple:
+    """The arguments of case ``index`` of ``grade_id`` under grading seed ``seed`` (on the CPU)."""
+    return case.make_args(torch.Generator().manual_seed(case_seed(seed, grade_id, index)))
+
+
 def _inputs(cases: dict[str, list[Case]], seed: int) -> dict[tuple[str, int], tuple]:
-    return {(gid, i): case.make_args(torch.Generator().manual_seed(case_seed(seed, gid, i)))
-            for gid, group in cases.items() for i, case in enumerate(group)}
+    return {(gid, i): case_inputs(case, seed, gid, i) for gid, group in cases.items() for i, case in enumerate(group)}
 
 
 def is_test_cell(cell: nbformat.NotebookNode) -> bool:
@@ -163,7 +167,7 @@ class Reference:
             self.known["blind", grade_id] = {
                 i for i, case in enumerate(cases) if singles and all(
                     _same(case, self.outcomes[m.id,][grade_id, i], self.values[grade_id, i],
-                          self._args(grade_id, i, case)) for m in singles)}
+                          self.args(grade_id, i, case)) for m in singles)}
         return self.known["blind", grade_id]
 
     def shows(self, combo: Combo, tests: ModuleType, grade_id: str) -> bool:
@@ -172,12 +176,12 @@ class Reference:
         cases = tests.CASES[grade_id]
         if any((grade_id, i) not in results for i in range(len(cases))):
             return False
-        return any(not _same(case, results[grade_id, i], self.values[grade_id, i], self._args(grade_id, i, case))
+        return any(not _same(case, results[grade_id, i], self.values[grade_id, i], self.args(grade_id, i, case))
                    for i, case in enumerate(cases))
 
-    def _args(self, grade_id: str, index: int, case: Case) -> tuple:
-        return to_device(case.make_args(torch.Generator().manual_seed(case_seed(self.seed, grade_id, index))),
-                         self.device)
+    def args(self, grade_id: str, index: int, case: Case) -> tuple:
+        """The case's arguments on the reference's device, as its calls got them."""
+        return to_device(case_inputs(case, self.seed, grade_id, index), self.device)
 
 
 def _mistake_outcomes(proc: NotebookProcess, tests: ModuleType, reference: nbformat.NotebookNode,
@@ -333,7 +337,7 @@ def diagnose(tests: ModuleType, reference: Reference, grade_id: str,
     are the student's ``outcomes``: only these may be named, so a hint never names a mistake
     the student's code does not make."""
     cases = tests.CASES[grade_id]
-    args = [reference._args(grade_id, i, case) for i, case in enumerate(cases)]
+    args = [reference.args(grade_id, i, case) for i, case in enumerate(cases)]
 
     def explains(combo: Combo) -> bool:
         results = reference.outcomes[combo]
@@ -373,7 +377,7 @@ def _diagnose_report(report: CellReport, tests: ModuleType, reference: Reference
         failed = {i: (Verdict(verdict.message), arguments) for i, (verdict, arguments) in failed.items()}
     elif ready:
         for i, (verdict, arguments) in failed.items():
-            args = reference._args(gid, i, cases[i])
+            args = reference.args(gid, i, cases[i])
             here = [named([m], gid) for m in singles
                     if _same(cases[i], mine[i], reference.outcomes[m.id,][gid, i], args)
                     and not _same(cases[i], mine[i], reference.values[gid, i], args)]

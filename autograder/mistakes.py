@@ -59,8 +59,14 @@ class Raised:
     def kind(self) -> str | None:
         """The exception's type name (``raised ValueError: …`` -> ``ValueError``); None when the
         call did not raise but hung, crashed or ran out of budget."""
-        found = re.match(r"raised ([\w.]+)", self.error)
-        return found.group(1) if found else None
+        return raised_kind(self.error)
+
+
+def raised_kind(x: Any) -> str | None:
+    """The exception's type name in a ``"raised <Type>: <message>"`` result (how adapters and
+    the grader report a call that raised); None for any other value."""
+    found = re.match(r"raised ([\w.]+)", x) if isinstance(x, str) else None
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
@@ -195,11 +201,6 @@ def public_data(catalogue: Catalogue, recorded: dict[str | None, dict[str, dict[
                     slots[n][mistake.id] = value
     return {"mistakes": {m.id: (m.hint, m.exercise, m.part) for m in catalogue.mistakes},
             "examples": {s: (gid, slots) for s, (gid, slots) in examples.items() if any(slots)}}
-
-
-def _raised(x: Any) -> str | None:
-    """The exception type of a recorded ``"raised <Type>: <message>"`` result, else None."""
-    return Raised(x).kind if isinstance(x, str) and x.startswith("raised ") else None
 
 
 def same_raise(a: str, b: str) -> bool:

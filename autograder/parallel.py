@@ -128,9 +128,9 @@ def prepare_worker(course: Path, overrides: dict) -> None:
     _WORKER["api"] = nbgrader_api(course, **overrides)
 
 
-def init_worker(course: Path, overrides: dict) -> None:
-    """Pool initialiser: the worker dies with the parent, then :func:`prepare_worker`."""
-    die_with_parent()
+def init_worker(parent: int, course: Path, overrides: dict) -> None:
+    """Pool initialiser: the worker dies with ``parent``, then :func:`prepare_worker`."""
+    die_with_parent(parent)
     prepare_worker(course, overrides)
 
 
@@ -152,7 +152,8 @@ def grade_in_worker(assignment: str, student: str, notebooks: list[str], referen
 def local_pool(jobs: int, course: Path, overrides: dict) -> ProcessPoolExecutor:
     """``jobs`` worker processes on this machine, each dying with this one."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch
-    return ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker, initargs=(course, overrides))
+    return ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker,
+                               initargs=(os.getpid(), course, overrides))
 
 
 def grade_all(pool: Executor, work: dict[str, tuple[list[str], list[str]]]):

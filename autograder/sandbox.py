@@ -39,6 +39,7 @@ from pathlib import Path
 from . import syscall_filter
 
 _libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2  # prctl(2)
 # Variables the kernel keeps from the grader's environment; everything else (tokens, keys) is dropped.
 KEPT_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES",
              "CUDA_HOME", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -374,8 +375,12 @@ class Cgroup:
 # -- files and sockets inside the sandbox, reached without following links ----------------------------
 @contextlib.contextmanager
 def _files_as_sandbox_user():
-    """This thread creates files as :func:`sandbox_user` (its file-system ids only)."""
+    """This thread creates files as :func:`sandbox_user` (its file-system ids only). Changing
+    them clears the thread's parent-death signal (``prctl(2)``), which a worker counts on to die
+    with the grader: it is set again, and sent now if the parent died meanwhile."""
     uid, gid = sandbox_user()
+    death, parent = ctypes.c_int(), os.getppid()
+    _libc.prctl(PR_GET_PDEATHSIG, ctypes.byref(death))
     _libc.setfsgid(gid)
     _libc.setfsuid(uid)
     try:
@@ -383,6 +388,10 @@ def _files_as_sandbox_user():
     finally:
         _libc.setfsuid(os.geteuid())
         _libc.setfsgid(os.getegid())
+        if death.value:
+            _libc.prctl(PR_SET_PDEATHSIG, death.value)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), death.value)
 
 
 def write_new(folder_fd: int, name: str, data: bytes) -> None:

@@ -21,7 +21,7 @@ import sys
 import torch
 
 from .compare import describe_difference
-from .mistakes import public_hints, record
+from .mistakes import public_hints, raised_kind, record
 
 
 class CheckFailed(AssertionError):
@@ -83,7 +83,7 @@ class Case:
         message = (self.check or _default_check)(got, expected, args)
         if message is None:
             return None
-        if _reports_raise(got) and not _reports_raise(expected):  # the student's own error, not a wrapper's
+        if raised_kind(got) and not raised_kind(expected):  # the student's own error, not a wrapper's
             hint = error_hint(got.removeprefix("raised "))
             return Verdict(f"your code {got}", (hint,) if hint else ())
         return Verdict(message)
@@ -94,11 +94,6 @@ class Case:
         if verdict is None or verdict.hints:
             return verdict
         return Verdict(verdict.message, tuple(h.text for h in self.hints if h.matches(got, expected, args)))
-
-
-def _reports_raise(x: Any) -> bool:
-    """Whether ``x`` is how a case's adapter reports an exception (``checks.outcome``)."""
-    return isinstance(x, str) and x.startswith("raised ")
 
 
 def _default_check(got: Any, expected: Any, args: tuple) -> str | None:

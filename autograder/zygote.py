@@ -83,10 +83,11 @@ def _check(result: int, what: str) -> None:
         raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
 
 
-def die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when the process that started it dies."""
+def die_with_parent(parent: int) -> None:
+    """Linux: this process gets SIGKILL when ``parent``, the process that started it, dies. A
+    parent already dead is not seen as PID 1 where a subreaper adopted us, hence its pid."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before prctl
+    if os.getppid() != parent:  # the parent died before prctl
         os._exit(1)
 
 
@@ -169,7 +170,7 @@ def _read_only_interpreter() -> None:
     _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making its mounts private")
     _check(_libc.mount(exe, exe, None, MS_BIND, None), "binding the interpreter")
     _check(_libc.mount(None, exe, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None), "making it read-only")
-    os.execv(sys.executable, [sys.executable, "-m", "autograder.zygote"])  # the venv's link to it
+    os.execv(sys.executable, [sys.executable, "-m", "autograder.zygote", *sys.argv[1:]])  # the venv's link to it
 
 
 def _become_kernel(scratch: str, connection: str) -> None:
@@ -203,8 +204,9 @@ def _become_kernel(scratch: str, connection: str) -> None:
 
 
 def serve() -> None:
-    """The zygote: import, then fork a kernel for each request on stdin; answer each on stdout."""
-    die_with_parent()
+    """The zygote: import, then fork a kernel for each request on stdin; answer each on stdout.
+    Its one argument: the grader's pid."""
+    die_with_parent(int(sys.argv[1]))
     if not _interpreter_is_safe():
         _read_only_interpreter()  # as root; elsewhere the grader forks no kernel (sandbox.forks_kernels)
     _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # the kernels, once their parent exits
@@ -234,8 +236,8 @@ class Zygote:
     """The grader's handle on one zygote process (started with ``env``, the kernels' environment)."""
 
     def __init__(self, env: dict[str, str]):
-        self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote"], env=env, cwd="/",
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote", str(os.getpid())], env=env,
+                                        cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def fork_into(self, holder: int, cgroups: list[str], user: tuple[int, int] | None, scratch: str,
                   connection: str, timeout: float = 120) -> None:

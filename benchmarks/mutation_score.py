@@ -454,11 +454,12 @@ def chosen(mutants: list[Mutant], limit: int | None) -> list[Mutant]:
 _STATE: dict = {}
 
 
-def _setup(tests_module: str, expected: dict, settings: dict, die: bool = False) -> None:
-    """Per grading process: the chapter's cases, reference results and the grader's settings."""
-    if die:
+def _setup(tests_module: str, expected: dict, settings: dict, parent: int | None = None) -> None:
+    """Per grading process: the chapter's cases, reference results and the grader's settings;
+    a pool's worker dies with ``parent``."""
+    if parent is not None:
         from autograder.zygote import die_with_parent
-        die_with_parent()
+        die_with_parent(parent)
     _STATE.update(tests=importlib.import_module(tests_module), expected=expected, **settings)
 
 
@@ -529,7 +530,7 @@ def run_chapter(assignment: str, args) -> tuple[list[Exercise], dict]:
             return {key: shown(key, _grade(nb, own)) for key, nb, own in jobs}
         context = multiprocessing.get_context("spawn")  # no fork of a process that has run torch
         with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_setup,
-                                 initargs=(tests.__name__, expected, settings, True)) as pool:
+                                 initargs=(tests.__name__, expected, settings, os.getpid())) as pool:
             futures = {key: pool.submit(_grade, nb, own) for key, nb, own in jobs}
             return {key: shown(key, future.result()) for key, future in futures.items()}
 

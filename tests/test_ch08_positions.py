@@ -237,11 +237,11 @@ def test_every_test_layer_has_the_answer_its_description_claims(reference):
 def test_a_single_random_permutation_is_caught_by_the_repeated_hidden_case(reference):
     """The student's one torch.randperm fails the repeated case, with exactly the answers of the
     catalogue's mistake equiv-one-randperm (so the grader names it)."""
-    from autograder.grading import case_seed
+    from autograder.grading import case_inputs
     gid = "test_is_permutation_equivariant"
     (index,) = [i for i, c in enumerate(checks.CASES[gid]) if c.call == checks.EQUIV_REPEATED_CALL]
     case = checks.CASES[gid][index]
-    args = case.make_args(torch.Generator().manual_seed(case_seed(0, gid, index)))
+    args = case_inputs(case, 0, gid, index)
     expected = eval(case.call, {**reference, "checks": checks})(*args)
     namespace = {**reference, "checks": checks}
     exec(EQUIV_ONE_RANDPERM, namespace)

@@ -249,12 +249,12 @@ def test_hidden_case_hints_and_adapters(reference):
 def test_hidden_sampling_cases_are_not_all_at_temperature_one():
     """Issue 18 §2: where the temperature is applied matters only at a temperature other than 1
     (and 0): every seed draws such temperatures, seeded and over many draws, with top-k/top-p too."""
-    from autograder.grading import case_seed
+    from autograder.grading import case_inputs
 
     for seed in (0, 1, 2):
         temperatures = []
         for i, case in enumerate(checks.CASES["test_sample_next"]):
-            args = case.make_args(torch.Generator().manual_seed(case_seed(seed, "test_sample_next", i)))
+            args = case_inputs(case, seed, "test_sample_next", i)
             temperatures.append((args[2], args[3] is not None or args[4] is not None, case.check is not None))
         assert any(t not in (0, 1) and not many for t, _, many in temperatures), temperatures
         assert any(t not in (0, 1) and many for t, _, many in temperatures), temperatures

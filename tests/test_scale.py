@@ -142,6 +142,32 @@ def test_a_killed_run_resumes_without_losing_or_duplicating_scores(course, grade
         assert {s.student.id: s.score for s in submissions} == {s: r["score"] for s, r in graded.items()}
 
 
+ORPHAN = """
+import ctypes, os
+from autograder.zygote import die_with_parent
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER, as a CI harness or init system may be
+dead, alive = os.pipe()
+middle = os.fork()
+if middle == 0:
+    parent = os.getpid()
+    if os.fork() == 0:  # a worker still starting up...
+        os.close(alive)
+        os.read(dead, 1)  # ...when its parent dies
+        die_with_parent(parent)
+        os._exit(0)
+    os._exit(0)
+os.waitpid(middle, 0)
+os.close(alive)
+print(os.waitstatus_to_exitcode(os.wait()[1]))
+"""
+
+
+def test_a_worker_whose_parent_died_as_it_started_exits_though_a_subreaper_adopted_it():
+    """The race a killed run can hit: the orphan's parent is then a living subreaper, not PID 1."""
+    result = subprocess.run([sys.executable, "-c", ORPHAN], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.stdout.strip() == "1", result.stdout + result.stderr
+
+
 def test_several_assignments_share_one_run_and_score_as_alone(course, graded, tmp_path):
     other = "02-sequences"
     shutil.copytree(ROOT / "solutions" / other, course / "solutions" / other)
