@@ -67,6 +67,18 @@ def raised(x: Any, name: str = "") -> bool:
     return kind is not None and name in ("", kind)
 
 
+def same_error(got: Any, expected: Any, args: tuple = ()) -> str | None:
+    """A case's check where the reference may raise (the case's adapter reports through
+    :func:`outcome`): an exception of the reference's type passes, whatever its message (the
+    student's own words); another type, or a result where an exception was due, fails."""
+    want, have = raised_kind(expected), raised_kind(got)
+    if want is None:
+        return f"your code {got}" if have else describe_difference(got, expected)
+    if have == want:
+        return None
+    return f"expected a {want}, but your code {got}" if have else f"expected a {want}, got a result"
+
+
 # ----------------------------------------------------------------------------------------
 # Comparing
 # ----------------------------------------------------------------------------------------

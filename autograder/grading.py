@@ -14,7 +14,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Sequence
 
 import nbformat
 import torch
@@ -206,10 +206,8 @@ def _mistake_outcomes(proc: NotebookProcess, tests: ModuleType, reference: nbfor
             if gid in scope:
                 result = proc.call(tests.CASES[gid][i].call, args)
                 results[gid, i] = Raised(result.error) if result.error else result.value
-                if result.error and "CUDA error" in result.error and not result.stopped:
-                    proc.restart()  # a device-side assert poisons the kernel's CUDA context
                 if result.stopped or (result.error and "CUDA error" in result.error):
-                    make()  # the kernel started again, from the reference
+                    make()  # the kernel started again (see NotebookProcess.call), from the reference
         outcomes[combo] = results
         for index in sources:
             proc.run(reference.cells[index].source)
@@ -332,10 +330,11 @@ def _same(case: Case, a: Any, b: Any, args: tuple) -> bool:
 
 
 def diagnose(tests: ModuleType, reference: Reference, grade_id: str,
-             outcomes: dict[tuple[str, int], Any]) -> list[Combo]:
+             outcomes: dict[tuple[str, int], Any], cleared: frozenset[str] = frozenset()) -> list[Combo]:
     """The catalogue mistakes (one, else two together) whose results on every case of ``grade_id``
     are the student's ``outcomes``: only these may be named, so a hint never names a mistake
-    the student's code does not make."""
+    the student's code does not make. ``cleared``: the test cells the student passed whole; a
+    mistake in a part whose own cell they passed is not theirs (each mistake fails its own cell)."""
     cases = tests.CASES[grade_id]
     args = [reference.args(grade_id, i, case) for i, case in enumerate(cases)]
 
@@ -344,8 +343,15 @@ def diagnose(tests: ModuleType, reference: Reference, grade_id: str,
         return all(_same(case, outcomes[grade_id, i], results[grade_id, i], args[i])
                    for i, case in enumerate(cases))
 
-    found = [(m.id,) for m in reference.singles(tests, grade_id) if explains((m.id,))]
-    return found or [combo for combo in reference.pairs(tests, grade_id) if explains(combo)]
+    found = [(m.id,) for m in _possible(reference.singles(tests, grade_id), grade_id, cleared) if explains((m.id,))]
+    return found or [combo for combo in reference.pairs(tests, grade_id)
+                     if len(_possible(reference.catalogue.by_id(combo), grade_id, cleared)) == len(combo)
+                     and explains(combo)]
+
+
+def _possible(mistakes: Sequence[Mistake], grade_id: str, cleared: frozenset[str]) -> list[Mistake]:
+    """``mistakes`` but those of parts whose own test cell (not ``grade_id``) the student passed."""
+    return [m for m in mistakes if m.exercise == grade_id or m.exercise not in cleared]
 
 
 NONE_KNOWN = ("These results are none of the typical mistakes we know for this exercise (alone or two "
@@ -354,33 +360,40 @@ NONE_KNOWN = ("These results are none of the typical mistakes we know for this e
 
 
 def _diagnose_report(report: CellReport, tests: ModuleType, reference: Reference,
-                     outcomes: dict[tuple[str, int], Any], failed: dict[int, tuple[Verdict, str]]) -> None:
+                     outcomes: dict[tuple[str, int], Any], failed: dict[int, tuple[Verdict, str]],
+                     cleared: frozenset[str]) -> None:
     """Fill ``report.failures`` from the ``failed`` cases (index -> verdict, arguments line), naming
     the catalogue mistakes the student's results are: on every case (their hints replace the
-    cases' own), else on single cases; where none is, the cases' own hints, or an honest "none
-    we know". No diagnosis for code not written or stopped."""
+    cases' own), else a mistake whose every visible result the student's results show (named on
+    those checks; the others fail for another reason); where none is, the cases' own hints, or an
+    honest "none we know". No diagnosis for code not written or stopped. ``cleared``: see
+    :func:`diagnose`."""
     gid = report.grade_id
     cases = tests.CASES[gid]
     mine = [outcomes[gid, i] for i in range(len(cases))]
-    singles = reference.singles(tests, gid)
+    args = [reference.args(gid, i, case) for i, case in enumerate(cases)]
+    singles = _possible(reference.singles(tests, gid), gid, cleared)
     if failed:
         report.blind = len(reference.blind(tests, gid) - set(failed))
     ready = (failed and reference.catalogue.of(gid)
              and not any(isinstance(o, Raised) and o.kind in (None, "NotImplementedError", "NameError") for o in mine))
-    report.mistakes = diagnose(tests, reference, gid, outcomes) if ready else []
+    report.mistakes = diagnose(tests, reference, gid, outcomes, cleared) if ready else []
     if report.mistakes:
         texts = [named(reference.catalogue.by_id(combo), gid) for combo in report.mistakes]
         which = "this mistake" if len(texts) == 1 and len(report.mistakes[0]) == 1 else (
             "these two mistakes together" if len(texts) == 1 else "each of these (they give the same results)")
-        report.diagnosis = (f"Hint: your results on all {report.total} hidden checks are exactly those of the "
-                            f"reference with {which}: " + " OR ".join(texts))
+        report.diagnosis = (f"Hint: your results are exactly those of the reference with {which}, on all "
+                            f"{report.total} hidden checks (it passes the ones you pass): " + " OR ".join(texts))
         failed = {i: (Verdict(verdict.message), arguments) for i, (verdict, arguments) in failed.items()}
     elif ready:
+        def differs(m: Mistake, i: int) -> bool:
+            return not _same(cases[i], reference.outcomes[m.id,][gid, i], reference.values[gid, i], args[i])
+
+        shown = [m for m in singles  # the student's results show every result by which m differs
+                 if all(_same(cases[i], mine[i], reference.outcomes[m.id,][gid, i], args[i])
+                        for i in range(len(cases)) if differs(m, i))]
         for i, (verdict, arguments) in failed.items():
-            args = reference.args(gid, i, cases[i])
-            here = [named([m], gid) for m in singles
-                    if _same(cases[i], mine[i], reference.outcomes[m.id,][gid, i], args)
-                    and not _same(cases[i], mine[i], reference.values[gid, i], args)]
+            here = [named([m], gid) for m in shown if differs(m, i)]
             if here:
                 failed[i] = (Verdict(verdict.message, tuple(f"on this check your result is what this mistake gives: {t}"
                                                              for t in here)), arguments)
@@ -428,6 +441,7 @@ def grade(student: nbformat.NotebookNode, tests: ModuleType, expected: Reference
         for report in reports.values():
             if report.passed < report.total and proc.cell_errors:
                 report.notes.append("While running your notebook: " + "; ".join(proc.cell_errors[:3]))
+    cleared = frozenset(gid for gid, report in reports.items() if report.passed == report.total)
     for gid, report in reports.items():
-        _diagnose_report(report, tests, expected, outcomes, failed[gid])
+        _diagnose_report(report, tests, expected, outcomes, failed[gid], cleared)
     return reports

@@ -614,11 +614,6 @@ class NotebookProcess:
     def alive(self) -> bool:
         return self._context is not None
 
-    def restart(self) -> bool:
-        """Start a trusted notebook's kernel again and re-run its cells (e.g. after a CUDA error,
-        which leaves the kernel's CUDA context unusable); False when out of restarts."""
-        return self._restart()
-
     def run(self, source: str) -> str | None:
         """Run ``source`` as a cell of a trusted notebook (e.g. a reference cell with a catalogue
         mistake patched in, see :mod:`autograder.mistakes`): None, or why it failed."""
@@ -679,7 +674,10 @@ class NotebookProcess:
         errors = [o for o in cell.outputs if o.output_type == "error"]
         if errors:
             self._unlink(name_out)
-            return CallResult(error=f"raised {_error_text(errors[0])}")
+            error = f"raised {_error_text(errors[0])}"
+            if "CUDA error" in error:  # a device-side assert poisons the kernel's CUDA context...
+                self._restart()  # ...so the calls after this one get a fresh kernel
+            return CallResult(error=error)
         allowance = None if expected is results.TRUSTED else results.Allowance.of(expected)
         limit = MAX_FILE_BYTES if allowance is None else min(MAX_FILE_BYTES, allowance.bytes)
         try:

@@ -69,7 +69,9 @@ class Case:
     ``make_args(g)`` builds the positional arguments on the CPU from a seeded generator; the
     grader moves tensors to the grading device before the call. ``check(got, expected, args)``
     returns a message or ``None``; by default values must match within
-    :mod:`autograder.compare`'s tolerances.
+    :mod:`autograder.compare`'s tolerances. A check compares ``got`` with ``expected``, never
+    judges ``got`` alone: the diagnosis calls it on a mistake's result in place of the reference's
+    to find the student's mistake.
     """
 
     call: str

@@ -114,6 +114,105 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "max of an all -inf slice filled with -1.0, not 0.0: exp(-inf - c) = 0 for any finite c",
     ("06-self-attention", "softmax", "const-1408c383"):
         "a zero sum replaced by 2.0, not 1.0: the sum is 0 only where every e is 0, and 0 / c = 0",
+    ("07-multi-head", "multi_head_self_attention", "stmt-60638bab"):
+        "allowed left (T, T), not expanded to (B, 1, T, T): the padding &, SDPA's attn_mask and masked_fill broadcast it the same",
+    ("07-multi-head", "multi_head_self_attention", "call-6bd1fab1"):
+        "allowed left (T, T), not expanded to (B, 1, T, T): the padding &, SDPA's attn_mask and masked_fill broadcast it the same",
+    ("07-multi-head", "fix_the_bug", "const-c4658cc9"):
+        "nn.MultiheadAttention(bias=True): _reset_parameters sets in_proj_bias and out_proj.bias to 0, the same outputs",
+    ("07-multi-head", "fix_the_bug", "const-13aecb29"):
+        "need_weights=True: performance only, the same attention output (the weights are discarded)",
+    ("07-multi-head", "fix_the_bug", "swap-38376a6e"):
+        "(expected - got).abs() vs (got - expected).abs(): IEEE subtraction is antisymmetric, abs drops the sign",
+    ("07-multi-head", "fix_the_bug", "op-1a26b47c"):
+        "sqrt(d_model / n_head) vs sqrt(d_model // n_head): equal whenever n_head divides d_model, which multi-head attention requires",
+    ("07-multi-head", "multi_head_self_attention", "stmt-fc532818"):
+        "CPU only: SDPA already returns 0 for a query with no allowed key (CUDA's memory-efficient kernel may give NaN)",
+    ("07-multi-head", "multi_head_self_attention", "call-1079a0e0"):
+        "CPU only: SDPA already returns 0 for a query with no allowed key (CUDA's memory-efficient kernel may give NaN)",
+    ("07-multi-head", "cross_attention", "stmt-319190d4"):
+        "CPU only: SDPA already returns 0 for an all-padding source (CUDA's memory-efficient kernel may give NaN)",
+    ("07-multi-head", "cross_attention", "call-65084fe6"):
+        "CPU only: SDPA already returns 0 for an all-padding source (CUDA's memory-efficient kernel may give NaN)",
+    ("08-positions", "apply_rope", "call-80fb04a6"):
+        "integer positions times theta promote to theta's dtype (work): the same conversion as .to(work)",
+    ("08-positions", "apply_rope", "call-7afa7fd0"):
+        "x1 not cast to work: already work for float32/64 x; a bfloat16/float16 x1 times float32 cos/sin is promoted exactly to float32",
+    ("08-positions", "apply_rope", "call-75360bbb"):
+        "x2 not cast to work: already work for float32/64 x; a bfloat16/float16 x2 times float32 cos/sin is promoted exactly to float32",
+    ("09-transformer", "layer_norm", "swap-7e557d3d"):
+        "(mean - x) ** 2 vs (x - mean) ** 2: IEEE subtraction is antisymmetric, squaring drops the sign",
+    ("09-transformer", "EncoderLayer", "const-27fe341d"):
+        "need_weights=True: performance only, the same attention output (the weights are discarded)",
+    ("09-transformer", "DecoderLayer", "const-322074b5"):
+        "need_weights=True in self-attention: performance only, the same attention output (the weights are discarded)",
+    ("09-transformer", "DecoderLayer", "const-322074b5'"):
+        "need_weights=True in cross-attention: performance only, the same attention output (the weights are discarded)",
+    ("02-sequences", "pad_sequences", "const-b4a62f05"):
+        "seqs[-1], not seqs[0]: every sequence shares dtype, device and trailing shape, all that new_full takes from it",
+    ("02-sequences", "masked_mean", "call-3d186513"):
+        "bool mask not cast to x.dtype: x * bool promotes to x.dtype, and the count divides as the same integer",
+    ("03-rnn", "rnn_forward", "dim-d77e8b22"):
+        "W_hh.shape[1], not [0]: W_hh is (H, H), square in every valid call",
+    ("04-seq2seq", "encode", "const-0cbb7dfa"):
+        "h_n[-1], not h_n[0]: the given encoder is a one-layer unidirectional nn.GRU, h_n is (1, B, H)",
+    ("04-seq2seq", "greedy_decode", "stmt-bc239e35"):
+        "performance only: no early stop once every row is done; done rows append nothing",
+    ("04-seq2seq", "greedy_decode", "stmt-7cf52cbf"):
+        "performance only: break dropped after all(done); done rows append nothing",
+    ("03-rnn", "rnn_forward", "stmt-df35eada"):
+        "CPU only: lengths are on x's device when graded on the CPU; on CUDA the lengths.cpu() case raises",
+    ("03-rnn", "rnn_forward", "call-a1cec810"):
+        "CPU only: lengths are on x's device when graded on the CPU; on CUDA the lengths.cpu() case raises",
+    ("03-rnn", "sequence_loss", "call-bf03223c"):
+        "CPU only: lengths are on the logits' device when graded on the CPU; on CUDA the lengths.cpu() case raises",
+    ("04-seq2seq", "encode", "call-535cb7e4"):
+        "CPU only: pack_padded_sequence takes CPU lengths as they are; on CUDA every case raises",
+    ("10-gpt", "GPT", "swap-de7c3622"):
+        "lm_head made as Linear(V, C), not Linear(C, V): its weight is replaced at once by wte.weight (V, C), bias=False",
+    ("10-gpt", "filter_logits", "cmp-297a20f3"):
+        "top-k also run when top_k == V: the V-th largest is the row's minimum, and nothing is below it",
+    ("10-gpt", "filter_logits", "call-2d4c990e"):
+        "scatter into drop_sorted, not into zeros: order is a permutation of each row, so every entry is overwritten",
+    ("10-gpt", "causal_self_attention", "call-b33fc981"):
+        "CPU only: .contiguous() dropped, but CPU attention returns its output laid out as (B, T, nh, hs); "
+        "CUDA's math kernel (float64 case) does not, and .view raises",
+    ("11-kv-cache", "generate", "const-82c1d678"):
+        "2·n_layer caches, not n_layer: gpt_forward reads caches[i] for i < n_layer only; unused memory",
+    ("11-kv-cache", "generate", "call-fd60da6c"):
+        "one cache per parameter name (>= n_layer), not per layer: gpt_forward reads caches[i] for i < n_layer only",
+    ("11-kv-cache", "generate", "cmp-8fbc30f2"):
+        "performance only: one more decode call after the last token; its logits are never sampled and it fits",
+    ("11-kv-cache", "generate", "op-7f4136ec"):
+        "performance only: the condition is always true, one more decode call whose logits are never sampled",
+    ("11-kv-cache", "generate", "const-c1ba8e7a"):
+        "performance only: the condition is always true, one more decode call whose logits are never sampled",
+    ("11-kv-cache", "complete", "call-3a2d406c"):
+        "the unknown characters shown as a set, not a sorted list: only the ValueError's message differs",
+    ("11-kv-cache", "complete", "stmt-25533858"):
+        "no vocabulary check: vocabulary.index(c) raises ValueError for the first unknown character; only the message differs",
+    ("11-kv-cache", "complete", "call-c2b1cdda"):
+        "vocabulary indexed with 0-d int64 tensors, not ints: str indexing takes them through __index__",
+    ("11-kv-cache", "complete", "const-cf1fdb8b"):
+        "ids[-1], not ids[0]: the prompt is (1, T0), a single row",
+    ("12-ranking", "ndcg_at_k", "const-efa21d83"):
+        "an all-zero ideal DCG replaced by 2.0, not 1.0: the DCG is 0 there too, and 0 / c = 0",
+    ("12-ranking", "listwise_loss", "const-541a89e1"):
+        "padded log-probabilities filled with 1.0, not 0.0: the target is 0 there, and 0 * 1 = 0",
+    ("12-ranking", "listwise_loss", "const-3d9534d6"):
+        "padded log-probabilities filled with -1.0, not 0.0: the target is 0 there, and 0 * -1 = 0",
+    ("12-ranking", "set_ranker", "const-73756c57"):
+        "need_weights=True: performance only, the same attention output (the weights are discarded)",
+    ("12-ranking", "induced_set_attention", "const-3348a597"):
+        "need_weights=True: performance only, the same attention output (the weights are discarded)",
+    ("12-ranking", "induced_set_attention", "const-31862915"):
+        "need_weights=True: performance only, the same attention output (the weights are discarded)",
+    ("12-ranking", "induced_set_attention", "op-5a876fe1"):
+        "another initial scale of the inducing points: every case loads the reference's parameters",
+    ("12-ranking", "induced_set_attention", "swap-61c97088"):
+        "another initial value of the inducing points: every case loads the reference's parameters",
+    ("12-ranking", "induced_set_attention", "call-357cd1d1"):
+        "another initial scale of the inducing points: every case loads the reference's parameters",
 }
 
 # --------------------------------------------------------------------------- mutants

@@ -76,3 +76,28 @@ def test_reference_scores_full_marks_on_every_device_and_results_agree(course, a
             for (gid, i), value in outcomes.items():
                 on_cpu = to_device(results["cpu"].outcomes[combo][gid, i], device)
                 assert _same(tests.CASES[gid][i], value, on_cpu, to_device(inputs[gid, i], device)), (device, combo, gid, i)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_after_a_cuda_error_the_next_call_gets_a_fresh_kernel(device):
+    """A device-side assert (an index out of range on CUDA) leaves the kernel's CUDA context
+    unusable: the kernel restarts and re-runs the notebook, so one such call costs only its own
+    check. On a CPU-only machine the error is raised by hand, with CUDA's words."""
+    from autograder.process import NotebookProcess
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import torch\ncalls = []\n"
+        "def lookup(table, i):\n"
+        "    calls.append(i)\n"
+        "    if not table.is_cuda and i >= len(table):\n"
+        "        raise RuntimeError('CUDA error: device-side assert triggered')\n"
+        "    return table[torch.tensor([i], device=table.device)].cpu()  # CUDA: an assert, seen here\n"
+        "def made():\n"
+        "    return len(calls)\n")])
+    with NotebookProcess(nb, device=device) as proc:
+        first = proc.call("lookup", (torch.arange(3.0), 7))
+        count = proc.call("made", ())
+        after = proc.call("lookup", (torch.arange(3.0), 1))
+    assert "CUDA error" in first.error, first
+    assert count.value == 0, "the kernel was not restarted: its state survived the CUDA error"
+    assert float(after.value) == 1.0, after

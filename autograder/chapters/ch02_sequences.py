@@ -313,6 +313,15 @@ def _mean_full(g):
     return _x(g, B, T, randint(g, 1, 4)), torch.ones(B, T, dtype=torch.bool)
 
 
+def _mean_one(g):
+    """Rows with exactly one real position, anywhere (count 1: the divisor is clamped only at 0)."""
+    B, T = randint(g, 3, 6), randint(g, 2, 8)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[torch.arange(B), torch.randint(0, T, (B,), generator=g)] = True
+    mask[0] = True  # and one full row
+    return _x(g, B, T, randint(g, 1, 4)) * 3, mask
+
+
 def _mean_holes(g):
     B, T = 3, 6
     mask = torch.rand(B, T, generator=g) < 0.5  # any pattern, not only a prefix
@@ -353,5 +362,6 @@ CASES: dict[str, list[Case]] = {
         Case("masked_mean", _mean_f64, "float64", HINTS),
         Case("masked_mean", _mean_full, "no padding at all", HINTS),
         Case("masked_mean", _mean_holes, "a mask with holes, not only a prefix", HINTS),
+        Case("masked_mean", _mean_one, "sequences with a single real position", HINTS),
     ],
 }

@@ -455,8 +455,8 @@ CASES: dict[str, list[Case]] = {
     "test_lstm_cell": [
         Case("lstm_cell", lambda g: _lstm_args(g, randint(g, 2, 6), randint(g, 2, 6), randint(g, 2, 6)),
              "random float32 weights, all four gates active", LSTM_HINTS),
-        Case("lstm_cell", lambda g: _lstm_args(g, 1, randint(g, 2, 5), randint(g, 3, 7), torch.float64),
-             "float64, batch of 1", LSTM_HINTS),
+        Case("lstm_cell", lambda g: _lstm_args(g, 1, randint(g, 2, 5), randint(g, 5, 9), torch.float64),
+             "float64, batch of 1, H of 5-8", LSTM_HINTS),
         Case("lstm_cell", lambda g: _lstm_args(g, randint(g, 2, 4), 1, 1), "D = H = 1", LSTM_HINTS),
     ],
     "test_gru_cell": [
@@ -475,6 +475,9 @@ CASES: dict[str, list[Case]] = {
              "no padding at all", LOSS_HINTS),
         Case("sequence_loss", lambda g: (*_loss_args(g, 3, 6, 5)[:2], torch.tensor([6, 1, 1])),
              "one long sequence and two of length 1 (each real token counts once)", LOSS_HINTS),
+        Case("lambda logits, targets, lengths: sequence_loss(logits, targets, lengths.cpu())",
+             lambda g: _loss_args(g, 4, 7, 6),
+             "lengths given on the CPU while logits may be on the GPU", LOSS_HINTS),
     ],
     "test_sample_next": [
         Case(SEEDED, lambda g: _seeded_args(g, randint(g, 3, 9), randint(g, 3, 10), 1.0),

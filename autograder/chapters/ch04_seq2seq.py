@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checks import call, expect_example, expect_shape, randint
+from ..compare import describe_difference
 from ..data.dates import BOS, EOS, PAD
 from ..spec import Case, CheckFailed, Hint, passed
 
@@ -146,6 +147,45 @@ GREEDY_TENSOR = Hint(
     "output (rows may differ in length).",
     lambda got, exp, args: isinstance(got, torch.Tensor))
 GREEDY_HINTS = (GREEDY_TENSOR,)
+
+
+def _not_an_int(tokens: Any) -> str | None:
+    """What the first token that is not a Python int is: a 0-d tensor has the right value (the
+    comparison of values reads it with .item()) but is no token id for a dict lookup or json."""
+    for token in tokens if isinstance(tokens, (list, tuple)) else ():
+        if type(token) is not int:
+            return f"a {type(token).__name__}" + (f" ({token!r})" if isinstance(token, torch.Tensor) else "")
+    return None
+
+
+def _greedy_check(got: Any, expected: Any, args: tuple) -> str | None:
+    """The values as always, then plain Python ints in every row (``list[list[int]]``)."""
+    message = describe_difference(got, expected)
+    for b, row in enumerate(got if message is None else ()):
+        odd = _not_an_int(row)
+        if odd:
+            return (f"output[{b}] holds {odd} where a token id should be a Python int: "
+                    "take the ids with .tolist() (or int(token))")
+    return message
+
+
+def _beam_check(got: Any, expected: Any, args: tuple) -> str | None:
+    """The values as always, then a list of Python ints and a Python float (``tuple[list[int], float]``)."""
+    message = describe_difference(got, expected)
+    if message is not None:
+        return message
+    odd = _not_an_int(got[0])
+    if odd:
+        return (f"output[0] holds {odd} where a token id should be a Python int: "
+                "take the ids with .tolist() (or int(i))")
+    if isinstance(got[1], torch.Tensor):
+        return "output[1]: the score should be a Python float, not a tensor (.item() or .tolist())"
+    return None
+
+
+def _raise_if(message: str | None, shown: str) -> None:
+    if message is not None:
+        raise CheckFailed(f"{shown}: {message}")
 
 
 def _lp(n: int, alpha: float) -> float:
@@ -286,7 +326,9 @@ def check_greedy_decode(greedy_decode: Callable) -> None:
     for args, expected, why in examples:
         shown = f"greedy_decode(step, state={args[1].tolist()}, max_len={args[2]}" + \
                 (f", bos={args[3]}, eos={args[4]})" if len(args) > 3 else ")")
-        expect_example(call(greedy_decode, shown, *args), expected, shown, why, GREEDY_HINTS, args)
+        got = call(greedy_decode, shown, *args)
+        expect_example(got, expected, shown, why, GREEDY_HINTS, args)
+        _raise_if(_greedy_check(got, expected, args), shown)
     args = (_second_order_step(_second_order_table(GREEDY_NEEDS_STATE)), torch.zeros(1, 1), 4)
     shown = "greedy_decode(<step of a table of the last two tokens; the state holds the one before prev>, state=[[0.0]], max_len=4)"
     expect_example(call(greedy_decode, shown, *args), [[A, B_, EOS]], shown,
@@ -323,6 +365,7 @@ def check_beam_search(beam_search: Callable) -> None:
         if _pair(got) and isinstance(got[0], torch.Tensor):
             got = (got[0].tolist(), got[1])
         expect_example(got, expected, shown, why)
+        _raise_if(_beam_check(got, expected, args), shown)
     second_order = [
         (STATE_KEEPS_ORDER, "a table of the last two tokens; the state holds the one before prev",
          "after 2 steps the beam holds [a, a] (0.495) then [b, a] (0.405), each with the state its own "
@@ -341,6 +384,7 @@ def check_beam_search(beam_search: Callable) -> None:
         if _pair(got) and isinstance(got[0], torch.Tensor):
             got = (got[0].tolist(), got[1])
         expect_example(got, (tokens, log_p), shown, why)
+        _raise_if(_beam_check(got, (tokens, log_p), ()), shown)
     passed("beam_search", len(examples) + len(second_order))
 
 
@@ -488,32 +532,38 @@ CASES: dict[str, list[Case]] = {
              "as many target positions as characters in the vocabulary (T - 1 = V)"),
     ],
     "test_greedy_decode": [
-        Case(GREEDY_SCORER, _greedy_scorer, "random recurrent scorer, a few rows", GREEDY_HINTS),
+        Case(GREEDY_SCORER, _greedy_scorer, "random recurrent scorer, a few rows", GREEDY_HINTS,
+             check=_greedy_check),
         Case(GREEDY_SCORER, lambda g: _greedy_scorer(g, eos_bias=4.0),
-             "rows that end early (eos likely)", GREEDY_HINTS),
+             "rows that end early (eos likely)", GREEDY_HINTS, check=_greedy_check),
         Case(GREEDY_SCORER, lambda g: _greedy_scorer(g, eos_bias=-30.0),
-             "no row ever ends (max_len tokens each)", GREEDY_HINTS),
-        Case(GREEDY_SCORER, lambda g: _greedy_scorer(g, max_len=1), "max_len = 1", GREEDY_HINTS),
+             "no row ever ends (max_len tokens each)", GREEDY_HINTS, check=_greedy_check),
+        Case(GREEDY_SCORER, lambda g: _greedy_scorer(g, max_len=1), "max_len = 1", GREEDY_HINTS,
+             check=_greedy_check),
         Case(GREEDY_SCORER, lambda g: _greedy_scorer(g, dtype=torch.float64), "float64 scorer",
-             GREEDY_HINTS),
+             GREEDY_HINTS, check=_greedy_check),
         Case(GREEDY_TABLE, _greedy_table_custom_eos, "a probability table with another eos id",
-             GREEDY_HINTS),
+             GREEDY_HINTS, check=_greedy_check),
         Case(GREEDY_ROWS, _greedy_rows, "one table per row: a row that ends at once, one that never ends",
-             GREEDY_HINTS),
+             GREEDY_HINTS, check=_greedy_check),
     ],
     "test_beam_search": [
-        Case(BEAM_TABLE, _beam_trap, "a table whose best sequence is not greedy's"),
-        Case(BEAM_TABLE, _beam_table_alpha, "a table where alpha > 0 decides between lengths"),
+        Case(BEAM_TABLE, _beam_trap, "a table whose best sequence is not greedy's", check=_beam_check),
+        Case(BEAM_TABLE, _beam_table_alpha, "a table where alpha > 0 decides between lengths",
+             check=_beam_check),
         Case(BEAM_TABLE2, lambda g: (_second_order_table(NEEDS_STATE).float(), torch.zeros(1, 1), 3,
                                      randint(g, 2, 4), 0.0),
-             "a model whose state matters (hypotheses reordered between steps)"),
+             "a model whose state matters (hypotheses reordered between steps)", check=_beam_check),
         Case(BEAM_TABLE2, lambda g: (_second_order_table(STATE_KEEPS_ORDER).float(), torch.zeros(1, 1), 3, 2, 0.0),
-             "a model whose state matters (hypotheses in their old order)"),
-        Case(BEAM_SCORER, lambda g: _beam_scorer(g, alpha=0.0), "random scorer, alpha = 0"),
-        Case(BEAM_SCORER, lambda g: _beam_scorer(g, alpha=1.0, eos_bias=1.0), "random scorer, alpha = 1"),
-        Case(BEAM_SCORER, lambda g: _beam_scorer(g, eos_bias=-30.0), "no hypothesis ends within max_len"),
-        Case(BEAM_SCORER, _beam_big, "beam_size larger than the vocabulary"),
-        Case(BEAM_SCORER, lambda g: _beam_scorer(g, beam_size=1, alpha=0.0), "beam_size = 1"),
-        Case(BEAM_SCORER, lambda g: _beam_scorer(g, dtype=torch.float64), "float64 scorer"),
+             "a model whose state matters (hypotheses in their old order)", check=_beam_check),
+        Case(BEAM_SCORER, lambda g: _beam_scorer(g, alpha=0.0), "random scorer, alpha = 0", check=_beam_check),
+        Case(BEAM_SCORER, lambda g: _beam_scorer(g, alpha=1.0, eos_bias=1.0), "random scorer, alpha = 1",
+             check=_beam_check),
+        Case(BEAM_SCORER, lambda g: _beam_scorer(g, eos_bias=-30.0), "no hypothesis ends within max_len",
+             check=_beam_check),
+        Case(BEAM_SCORER, _beam_big, "beam_size larger than the vocabulary", check=_beam_check),
+        Case(BEAM_SCORER, lambda g: _beam_scorer(g, beam_size=1, alpha=0.0), "beam_size = 1",
+             check=_beam_check),
+        Case(BEAM_SCORER, lambda g: _beam_scorer(g, dtype=torch.float64), "float64 scorer", check=_beam_check),
     ],
 }

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..checks import call, expect_example, randint, seeded
+from ..compare import describe_difference
 from ..spec import Case, CheckFailed, expect, passed
 
 AXES = ("B", "h", "T", "d_head")  # the axis names of a per-head tensor (B, h, T, d_head)
@@ -420,6 +421,16 @@ def _fixed_args(g, *, dtype=torch.float32, T=None, h=None):
     return (x, *[torch.randn(C, C, generator=g, dtype=dtype) / math.sqrt(C) * 2 for _ in range(4)], h)
 
 
+def _float_check(got: Any, expected: Any, args: tuple) -> str | None:
+    """max_abs_difference(): the reference's number, and as a Python float (the exercise says so;
+    the default comparison would take a 0-d tensor for its .item())."""
+    message = describe_difference(got, expected)
+    if message is None and not isinstance(got, (int, float)):
+        return (f"max_abs_difference should return a Python float, got a {type(got).__name__}: "
+                "end with .item()")
+    return message
+
+
 def _diagnose_args(g):
     h = randint(g, 2, 9)
     return h * randint(g, 2, 20), h
@@ -481,13 +492,14 @@ CASES: dict[str, list[Case]] = {
         Case("diagnose", _diagnose_args, "diagnose: other sizes", check=_axes_check),
         Case("lambda *a: max_abs_difference(checks.buggy_multi_head_attention, *a)",
              lambda g: _fixed_args(g, dtype=torch.float64, h=2),
-             "your test on the buggy function (float64)"),
+             "your test on the buggy function (float64)", check=_float_check),
         Case("lambda *a: max_abs_difference(lambda x, W_q, W_k, W_v, W_o, n_head: "
              "checks.torch_mha(x, x, n_head, W_q, W_k, W_v, W_o) - 1.0, *a)",
              lambda g: _fixed_args(g, dtype=torch.float64, h=2),
-             "your test on a function whose output is 1 too small everywhere (float64)"),
+             "your test on a function whose output is 1 too small everywhere (float64)",
+             check=_float_check),
         Case("lambda *a: max_abs_difference(fixed_multi_head_attention, *a)",
              lambda g: _fixed_args(g, dtype=torch.float64, h=3),
-             "your test on your fixed function (float64)"),
+             "your test on your fixed function (float64)", check=_float_check),
     ],
 }

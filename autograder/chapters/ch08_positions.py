@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import as_tensor, call, expect_example, outcome, pick, raised, randint, seeded
+from ..checks import as_tensor, call, expect_example, outcome, pick, raised, raised_kind, randint, seeded
 from ..compare import describe_difference
 from ..spec import Case, CheckFailed, passed
 
@@ -99,16 +99,11 @@ def check_sinusoidal_table(sinusoidal_table: Callable) -> None:
 # Exercise 2: learned position embeddings
 # ----------------------------------------------------------------------------------------
 
-def _raised_kind(x: Any) -> str:
-    """The exception type in :func:`outcome`'s report ``"raised <Error>: …"``."""
-    return x.removeprefix("raised ").split(":", 1)[0].strip()
-
-
 def _learned_check(got: Any, expected: Any, args: tuple) -> str | None:
     """Tensors as usual; where the reference raised (ValueError: T > max_len), any exception of
     the same type passes, whatever its message."""
     if raised(expected):
-        kind = _raised_kind(expected)
+        kind = raised_kind(expected)
         if raised(got, kind):
             return None
         return f"expected a {kind} for T = {args[0].shape[-2]} > max_len = {args[1].shape[0]}, " + (
@@ -156,7 +151,7 @@ def check_learned_positions(LearnedPositionalEmbedding: Callable) -> None:
         shown = f"the same module on zeros of shape {tuple(x.shape)}"
         got = outcome(lambda: module(x))
         # an exception is compared by its type: what it says is the student's own
-        expect_example(f"raised {_raised_kind(got)}" if raised(got) else got, expected, shown, why)
+        expect_example(f"raised {raised_kind(got)}" if raised(got) else got, expected, shown, why)
     if "4" not in got or "5" not in got:
         raise CheckFailed(f"{shown} {got}: name max_len (4) and T (5) in the message, so the "
                           "user knows what to change.")
@@ -254,6 +249,8 @@ LAYERS: dict[str, tuple[Callable[[int], nn.Module], str]] = {
         "adds a vector to position 0 only"),
     "sort": (lambda C: _Lambda(C, lambda self, x: x.sort(dim=1).values),
              "sorts each feature over time (permutation-invariant, not equivariant)"),
+    "last_step": (lambda C: _Lambda(C, lambda self, x: x + self.lin(x[:, -1:] - x[:, -2:-1])),
+                  "adds a projection of the last step x[:, -1] - x[:, -2] to every position"),
 }
 
 
@@ -378,6 +375,17 @@ def _equiv(kind: str, T_range: tuple[int, int], dtype=torch.float32):
     return make
 
 
+def _equiv_repeats(g):
+    """The "last_step" layer on a sequence a, b, …, b, b, a (tokens repeat, T >= 4): reversing it
+    and swapping any neighbours but the last two changes neither x[:, -1] - x[:, -2] nor, up to the
+    permutation, the output; only the swap of the last two positions shows that the layer is not
+    equivariant, so a test must include it (or another permutation that moves the last step)."""
+    x, kind, seed = _equiv("last_step", (4, 9))(g)
+    x[:, -1] = x[:, 0]
+    x[:, -3] = x[:, -2] = x[:, 1]
+    return x, kind, seed
+
+
 def _rope(shape_of: Callable, dtype=torch.float32, positions: str = "none", start=(0, 1)):
     def make(g):
         shape = shape_of(g)
@@ -434,6 +442,9 @@ CASES: dict[str, list[Case]] = {
         Case(EQUIV_CALL, _equiv("cumsum", (3, 9), torch.float64), "a running sum over time"),
         Case(EQUIV_CALL, _equiv("first_token", (5, 12)), "a vector added at position 0 only"),
         Case(EQUIV_CALL, _equiv("sort", (3, 9)), "sorting over time (invariant, not equivariant)"),
+        Case(EQUIV_CALL, _equiv_repeats,
+             "repeated tokens a, b, …, b, b, a: only swapping the last two positions shows the layer "
+             "uses positions"),
     ],
     "test_apply_rope": [
         Case(ROPE_CALL, _rope(_bhtd), "(B, H, T, d) float32, default positions", check=ROPE_CHECK),

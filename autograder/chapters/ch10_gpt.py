@@ -33,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import call, cpu64, expect_example, randint, seeded
+from ..checks import call, cpu64, expect_example, outcome, randint, raised, same_error, seeded
 from ..checks import public_hints, record  # the catalogue of mistakes, as the checks read it
+from ..compare import describe_difference
 from ..spec import Case, CheckFailed, Hint, expect, passed
 
 NEG_INF = float("-inf")
@@ -471,6 +472,16 @@ def run_gpt(GPT: Callable, GPTConfig: Callable, cfg: dict, sd: dict, idx: torch.
 
 
 GPT_CALL = "lambda cfg, sd, idx: checks.run_gpt(GPT, GPTConfig, cfg, sd, idx)"
+GPT_OUTCOME_CALL = "lambda cfg, sd, idx: checks.outcome(lambda: checks.run_gpt(GPT, GPTConfig, cfg, sd, idx))"
+
+
+def _gpt_too_long(g):
+    """T = block_size + 1 .. block_size + 3: past the position table, GPT.forward raises ValueError."""
+    cfg, sd, _ = _gpt_case(g)
+    T = cfg["block_size"] + randint(g, 1, 4)
+    return cfg, sd, torch.randint(0, cfg["vocab_size"], (randint(g, 1, 4), T), generator=g)
+
+
 COUNT_CALL = "lambda cfg, tied: count_parameters(GPTConfig(**cfg), tied)"
 
 
@@ -530,6 +541,44 @@ def _p(g, lo=0.3, hi=0.95) -> float:
 FILTER_CALL = "filter_logits"
 
 
+def _filter_peaked(g, dtype=torch.float32):
+    """top_p = 1 on confident rows: one logit 50 above the others, whose probabilities are then below
+    the float epsilon, so that the mass above each of them rounds to exactly 1 (top_p = 1 keeps them)."""
+    logits, _, _ = _filter_case(g, dtype=dtype)
+    B, V = logits.shape
+    top = torch.randint(0, V, (B,), generator=g)
+    logits[torch.arange(B), top] = logits.max(-1).values + 50
+    return logits, None, 1.0
+
+
+def _filter_tied(g):
+    """top_k = n (2, 4 or 8) on rows whose n largest logits are tied at 0, then top_p = j / n: the
+    probabilities after top-k are exactly 1 / n, so the mass above the (j+1)-th tied token is
+    exactly top_p, and it is dropped (kept only when the mass above is *less* than top_p)."""
+    n = (2, 4, 8)[randint(g, 0, 3)]
+    logits, _, _ = _filter_case(g)
+    B, V = logits.shape
+    logits = -logits.abs() - 0.5  # every other logit below 0
+    for b in range(B):
+        logits[b, torch.randperm(V, generator=g)[:n]] = 0.0
+    return logits, n, randint(g, 1, n) / n
+
+
+def _tied_check(got: Any, expected: Any, args: tuple) -> str | None:
+    """Which of tied tokens are kept is the sort's choice: every entry must be its logit or -inf,
+    and each row must keep the same values as the reference's (compared sorted)."""
+    if (message := describe_difference(got, expected)) is None:
+        return None
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape or got.dtype != expected.dtype \
+            or got.device.type != expected.device.type:
+        return message
+    g, e, x = got.detach().cpu(), expected.detach().cpu(), args[0].detach().cpu()
+    if not ((g == x) | (g == NEG_INF)).all():
+        return message
+    return describe_difference(g.sort(-1).values, e.sort(-1).values,
+                               "the values kept in each row, sorted (any of tied tokens may be kept)")
+
+
 def _sample_case(g, temperature, top_k=None, top_p=None, dtype=torch.float32):
     """(B, V) logits and a seed; many rows, so that a mistake changes some row's draw."""
     B, V = randint(g, 8, 17), randint(g, 4, 30)
@@ -564,6 +613,7 @@ CASES: dict[str, list[Case]] = {
         Case(GPT_CALL, lambda g: _gpt_case(g, torch.float64), "float64 weights", (GPT_NAMES,)),
         Case(GPT_CALL, lambda g: _gpt_case(g, T=1, B=1), "one sequence of one token", (GPT_NAMES,)),
         Case(GPT_CALL, lambda g: _gpt_case(g, full=True), "T = block_size (the whole context)", (GPT_NAMES,)),
+        Case(GPT_OUTCOME_CALL, _gpt_too_long, "T > block_size: ValueError", check=same_error),
     ],
     "test_count_parameters": [
         Case(COUNT_CALL, lambda g: _count_case(g, True), "random config, tied", (COUNT_NOT_INT,)),
@@ -584,6 +634,9 @@ CASES: dict[str, list[Case]] = {
         Case(FILTER_CALL, lambda g: _filter_case(g, top_k=randint(g, 2, 8), top_p=_p(g)), "top-k then top-p"),
         Case(FILTER_CALL, lambda g: _filter_case(g, top_k=100, top_p=1.0), "top_k >= V, top_p = 1"),
         Case(FILTER_CALL, _filter_case, "no filter"),
+        Case(FILTER_CALL, _filter_peaked, "top_p = 1 on confident rows (others' probabilities below float epsilon)"),
+        Case(FILTER_CALL, _filter_tied, "top-k of tied logits, then top-p exactly at the mass above one of them",
+             check=_tied_check),
     ],
     "test_sample_next": [
         Case(SAMPLE_CALL, lambda g: _sample_case(g, 0), "greedy (temperature 0)"),

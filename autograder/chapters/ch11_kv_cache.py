@@ -22,13 +22,14 @@ positions and lengths of every ``gpt_forward`` call, which the public check of `
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import call, expect_example, outcome, raised, randint, seeded
+from ..checks import call, expect_example, outcome, raised, raised_kind, randint, same_error, seeded
 from ..compare import describe_difference
 from ..spec import Case, CheckFailed, Hint, expect, passed
 
@@ -37,21 +38,12 @@ from ..spec import Case, CheckFailed, Hint, expect, passed
 # Exceptions reported as results (checks.outcome): hidden cases and public checks
 # ----------------------------------------------------------------------------------------
 
-def _error_type(x: Any) -> str:
-    """``"raised ValueError"`` for :func:`outcome`'s ``"raised ValueError: <message>"``."""
-    return "raised " + x.removeprefix("raised ").split(":", 1)[0].strip()
-
-
 def _difference(got: Any, expected: Any, name: str) -> str | None:
     """:func:`describe_difference`, except for reported exceptions: two of one type agree (the
     messages are the student's own), and a student's exception is shown as theirs."""
     if raised(got) or raised(expected):
-        if raised(got) and raised(expected):
-            return None if _error_type(got) == _error_type(expected) else \
-                f"{name}: expected a {_error_type(expected).removeprefix('raised ')}, but your code {got}"
-        if raised(expected):
-            return f"{name}: expected a {_error_type(expected).removeprefix('raised ')}, got a result"
-        return f"{name}: your code {got}"
+        message = same_error(got, expected)
+        return message and f"{name}: {message}"
     if isinstance(got, dict) and isinstance(expected, dict) and got.keys() == expected.keys():
         return next((m for k in expected if (m := _difference(got[k], expected[k], f"{name}[{k!r}]"))), None)
     if isinstance(got, (list, tuple)) and isinstance(expected, (list, tuple)) and len(got) == len(expected):
@@ -80,7 +72,7 @@ def _expect_outcome(got: Any, shown: str, error: str | None = None, hints: Seque
     student's own exception is shown; the mistakes named are those that end the same way here
     (the type of the exception, not its words, which are the student's own; with the ``calls``
     of ``gpt_forward`` made before, when given, which tell apart mistakes that raise alike)."""
-    kind = _error_type(got) if raised(got) else "returned"
+    kind = f"raised {raised_kind(got)}" if raised(got) else "returned"
     want = f"raised {error}" if error else "returned"
     said = got if raised(got) else "returned a result"
     _expect_as(f"{shown} {said}: expected {'a ' + error if error else 'a result'}.",
@@ -461,6 +453,32 @@ def _cache_exact(g):
     return _cache_case(g, [max_len, 1], max_len, torch.float64)  # full, then one too many
 
 
+def _cache_limit_named(g):
+    """max_len 5..9: above the batch size and the number of heads (2 or 3), and not the length that
+    overflows (max_len + 1), so that a message showing one of those in max_len's place fails."""
+    max_len = randint(g, 5, 10)
+    return _cache_case(g, [max_len - 2, 3, 2], max_len)  # the 3 do not fit, the 2 then do
+
+
+def _check_limit_named(got: Any, expected: Any, args: tuple) -> str | None:
+    """:func:`_check`, and a ValueError of an append names max_len's value where the expected one
+    does (the exercise asks for a message that names max_len and its value, e.g. ``max_len = 4``;
+    the reference's always does, a catalogue mistake's may not)."""
+    if (message := _check(got, expected, args)) is not None:
+        return message
+    max_len = args[0][2]
+
+    def named(result: Any) -> bool:
+        return raised(result, "ValueError") and re.search(rf"(?<!\d){max_len}(?!\d)", result) is not None
+
+    for i, (mine, theirs) in enumerate(zip(got["appended"], expected["appended"])):
+        if raised(mine, "ValueError") and named(mine) != named(theirs):
+            return (f"output['appended'][{i}]: your code {mine}, a message without max_len's value "
+                    f"{max_len}: name max_len and its value, e.g. max_len = {max_len}" if not named(mine) else
+                    f"output['appended'][{i}]: the message names max_len's value {max_len}, the expected one does not")
+    return None
+
+
 CACHE_CALL = "lambda shape, chunks, like: checks.replay(KVCache, shape, chunks, like)"
 
 
@@ -478,13 +496,14 @@ ATTENTION_CALL = ("lambda x, w, n_head, chunks: "
 
 
 def _generate_case(g: torch.Generator, *, use_cache: bool, temperature: float = 0.0,
-                   overflow: bool = False, dtype=torch.float32, T0: int | None = None) -> tuple:
+                   overflow: bool = False, dtype=torch.float32, T0: int | None = None,
+                   full: bool = False) -> tuple:
     n_head, d = randint(g, 2, 4), randint(g, 2, 4)
     block = randint(g, 8, 20)
     vocab = randint(g, 4, 16)
     params = random_params(g, vocab, randint(g, 1, 3), n_head * d, block, dtype)
     T0 = T0 or randint(g, 2, 6)
-    new = block - T0 + 1 if overflow else randint(g, 3, block - T0 + 1)  # >= 2 decode steps
+    new = block - T0 + 1 if overflow else block - T0 if full else randint(g, 3, block - T0 + 1)  # >= 2 decode steps
     prompt = torch.randint(vocab, (randint(g, 2, 4), T0), generator=g)
     return params, prompt, new, n_head, temperature, randint(g, 0, 1000), use_cache
 
@@ -518,6 +537,20 @@ def _complete_case(g, temperature: float) -> tuple:
     return _PROMPTS[randint(g, 0, len(_PROMPTS))], randint(g, 5, 40), temperature, randint(g, 1, 1000)
 
 
+_UNKNOWN = "~#*@%+=<>_\t"  # characters the course's char GPT was not trained on
+
+
+def _complete_unknown(g) -> tuple:
+    """A prompt with a character outside the vocabulary at a random place: ValueError."""
+    prompt, n, temperature, seed = _complete_case(g, 0.0)
+    at = randint(g, 0, len(prompt) + 1)
+    return prompt[:at] + _UNKNOWN[randint(g, 0, len(_UNKNOWN))] + prompt[at:], n, temperature, seed
+
+
+COMPLETE_OUTCOME_CALL = ("lambda text, n, temperature, seed: "
+                         "checks.outcome(lambda: complete(text, n, temperature, seed))")
+
+
 CASES: dict[str, list[Case]] = {
     "test_kv_cache": [
         Case(CACHE_CALL, _cache_prefill_decode, "a prompt, then one position at a time", check=_check),
@@ -525,6 +558,8 @@ CASES: dict[str, list[Case]] = {
         Case(CACHE_CALL, _cache_exact, "float64, filled to exactly max_len, then one more", check=_check),
         Case(CACHE_CALL, lambda g: _cache_case(g, [1, 1, 1], 3, dims=(1, 1, 1)),
              "batch 1, 1 head, d_head 1: length-1 appends, max_len 3", check=_check),
+        Case(CACHE_CALL, _cache_limit_named, "an append past max_len: a ValueError that names max_len's value",
+             check=_check_limit_named),
     ],
     "test_causal_self_attention": [
         Case(ATTENTION_CALL, lambda g: _attention_case(g, None), "no cache, (B, T, C) x"),
@@ -553,6 +588,8 @@ CASES: dict[str, list[Case]] = {
              "sampled, float64, with the cache", check=_generate_check),
         Case(GENERATE_CALL, lambda g: _generate_case(g, use_cache=True, overflow=True),
              "one token more than block_size allows: ValueError", check=_generate_check),
+        Case(GENERATE_CALL, lambda g: _generate_case(g, use_cache=True, temperature=0.8, full=True),
+             "exactly block_size tokens in all (no ValueError), sampled, with the cache", check=_generate_check),
     ],
     "test_grouped_query_attention": [
         Case("grouped_query_attention", _gqa_grouped, "groups of query heads, T_q = T_k"),
@@ -572,5 +609,7 @@ CASES: dict[str, list[Case]] = {
              (CAPSTONE_DIFFER,)),
         Case(COMPLETE_CALL, lambda g: _complete_case(g, 0.8), "sampled text (temperature 0.8), cached and uncached",
              (CAPSTONE_DIFFER,)),
+        Case(COMPLETE_OUTCOME_CALL, _complete_unknown, "a character not in the vocabulary: ValueError",
+             check=_check),
     ],
 }
