@@ -9,7 +9,8 @@ invocation come from one run on one machine, so their ratios compare like with l
     python benchmarks/grading_speed.py [--repeat 3] [--class-size 8]
         one Chapter-1 submission (median of cold runs) and a class of identical copies
     python benchmarks/grading_speed.py --class-mode [--per-chapter 20] [--jobs 2] [ASSIGNMENT ...]
-        per chapter, a class of correct, half-done and blank submissions: stock sequential vs
+        per chapter, a class of correct, half-done, blank and mistaken submissions (typical
+        mistakes from the chapter's catalogue, one per exercise or two in one): stock sequential vs
         ours with --jobs; throughput ratio; then one full-course submission (every chapter)
     ... --class-mode --anchor OTHER/.venv/bin/python [--no-stock]
         also this grader as another checkout has it (a git worktree with its own environment,
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 # the tests' way of writing a submission
 from conftest import ASSIGNMENT, assignments, make_submission, notebook_of, reference_code  # noqa: E402
+
+from autograder import mistakes  # noqa: E402
 
 STOCK_CONFIG = """c = get_config()
 c.CourseDirectory.source_directory = "solutions"
@@ -85,6 +88,31 @@ def _half_done(course: Path, assignment: str) -> nbformat.NotebookNode:
     return nb
 
 
+def _mistaken(course: Path, assignment: str, pair: bool) -> nbformat.NotebookNode:
+    """A typical student: the reference's code with the catalogue's first mistake of every
+    exercise made, or (``pair``) two mistakes at once in the first exercise that has two, which
+    the grader tells apart only by trying pairs."""
+    reference = nbformat.read(ROOT / "solutions" / assignment / notebook_of(assignment), as_version=4)
+    catalogue = mistakes.load(ROOT / "solutions" / assignment, reference)
+    if pair:
+        exercises = dict.fromkeys(m.exercise for m in catalogue.mistakes)
+        chosen = next((catalogue.by_id(p) for gid in exercises
+                       for p in catalogue.pairs(reference, [m for m in catalogue.mistakes if m.exercise == gid])), ())
+    else:
+        chosen = list({m.exercise: m for m in reversed(catalogue.mistakes)}.values())
+    code = reference_code(course, assignment)
+    for mistake in chosen:
+        for old, new in mistake.patch:
+            gid = next(g for g, source in code.items() if old in source)
+            code[gid] = code[gid].replace(old, new, 1)
+    nb = make_submission(course, assignment=assignment, solved=False)
+    for cell in nb.cells:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if gid in code:
+            cell.source = code[gid]
+    return nb
+
+
 def one_chapter(args) -> None:
     """Chapter 1: one submission from cold, and a class of copies of it."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,8 +152,9 @@ def class_mode(args) -> None:
         for assignment in chapters:
             base = courses["ours"]
             kinds = [make_submission(base, assignment=assignment), _half_done(base, assignment),
-                     make_submission(base, assignment=assignment, solved=False)]
-            notebooks = [kinds[k % 3] for k in range(args.per_chapter)]  # correct, half done, blank, …
+                     make_submission(base, assignment=assignment, solved=False),
+                     _mistaken(base, assignment, pair=False), _mistaken(base, assignment, pair=True)]
+            notebooks = [kinds[k % len(kinds)] for k in range(args.per_chapter)]  # correct, half done, …
             seconds = {}
             for name, course in courses.items():
                 _submit(course, assignment, notebooks)

@@ -317,7 +317,9 @@ def test_search_finds_each_chapter(site, browser, name):
     title = re.search(r"^# (.+)$", (BOOK / f"{name}.md").read_text(), re.M)[1]
     term = max(re.findall(r"[A-Za-z]+", title), key=len)
     page, errors, _ = open_page(browser, f"{site}/search.html?q={term}")
-    page.wait_for_selector("#search-results ul.search li", timeout=30_000)
+    # the results appear one by one: read them once Sphinx's search says it finished
+    page.wait_for_function("() => document.querySelector('#search-results h2')?.innerText === 'Search Results'",
+                           timeout=30_000)
     hits = page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.href)")
     assert any(f"/{name}.html" in h for h in hits), (term, hits)
     assert errors == []
