@@ -130,27 +130,42 @@ class Reference:
     files: tuple = ()
     catalogue: Catalogue = field(default_factory=Catalogue)
     outcomes: dict[Combo, dict[tuple[str, int], Any]] = field(default_factory=dict)
-    paired: set[str] = field(default_factory=set)  # test cells whose pairs are in outcomes
+    paired: set[tuple[Combo, str]] = field(default_factory=set)  # (pair, test cell) in outcomes
     known: dict = field(default_factory=dict)  # what :meth:`singles` and :meth:`blind` found
 
     def __getitem__(self, key: tuple[str, int]) -> Any:
         return self.values[key]
 
-    def pairs(self, tests: ModuleType, grade_id: str) -> list[Combo]:
-        """The pairs of mistakes that show in ``grade_id``, their results computed on first use
-        in a kernel of their own (a class needs them for few cells, if any)."""
+    def pairs(self, tests: ModuleType, grade_id: str, student: dict[tuple[str, int], Any]) -> list[Combo]:
+        """The pairs of mistakes that may be what the ``student``'s results in ``grade_id`` are:
+        those whose two mistakes alone change, between them, just the cases the student fails,
+        and where only one of them changes a case, give the student's result there. Their results
+        are computed on first use, in a kernel of their own, and kept for the class."""
+        cases = tests.CASES[grade_id]
+        args = [self.args(grade_id, i, case) for i, case in enumerate(cases)]
+        singles = self.singles(tests, grade_id)
+        changes = {m.id: self.changes((m.id,), tests, grade_id) for m in singles}
+        failing = frozenset(i for i, case in enumerate(cases)
+                            if not _same(case, student[grade_id, i], self.values[grade_id, i], args[i]))
+
+        def plausible(a: str, b: str) -> bool:
+            if changes[a] | changes[b] != failing:
+                return False
+            return all(_same(cases[i], student[grade_id, i], self.outcomes[(a if i in changes[a] else b),][grade_id, i],
+                             args[i]) for i in changes[a] ^ changes[b])
+
+        combos = [c for c in self.catalogue.pairs(self.notebook, singles) if plausible(*c)][:MAX_PAIRS]
         with _PAIRS_LOCK:
-            if grade_id not in self.paired:
-                combos = self.catalogue.pairs(self.notebook, self.singles(tests, grade_id))[:MAX_PAIRS]
+            todo = [c for c in combos if (c, grade_id) not in self.paired]
+            if todo:
                 inputs = {k: v for k, v in _inputs(tests.CASES, self.seed).items() if k[0] == grade_id}
-                if combos:
-                    with NotebookProcess(self.notebook, device=self.device, limits=self.limits,
-                                         skip_cell=is_test_cell, files=self.files) as proc:
-                        for combo, results in _mistake_outcomes(proc, tests, self.notebook, self.catalogue,
-                                                                combos, inputs).items():
-                            self.outcomes.setdefault(combo, {}).update(results)
-                self.paired.add(grade_id)
-        return [c for c in self.outcomes if len(c) == 2 and self.shows(c, tests, grade_id)]
+                with NotebookProcess(self.notebook, device=self.device, limits=self.limits,
+                                     skip_cell=is_test_cell, files=self.files) as proc:
+                    for combo, results in _mistake_outcomes(proc, tests, self.notebook, self.catalogue,
+                                                            todo, inputs).items():
+                        self.outcomes.setdefault(combo, {}).update(results)
+                self.paired.update((c, grade_id) for c in todo)
+        return [c for c in combos if self.shows(c, tests, grade_id)]
 
     def singles(self, tests: ModuleType, grade_id: str) -> list[Mistake]:
         """The catalogue mistakes that show in ``grade_id`` (the same for every student: kept)."""
@@ -173,11 +188,20 @@ class Reference:
     def shows(self, combo: Combo, tests: ModuleType, grade_id: str) -> bool:
         """Whether ``combo``'s results differ from the reference's on a case of ``grade_id``."""
         results = self.outcomes.get(combo, {})
-        cases = tests.CASES[grade_id]
-        if any((grade_id, i) not in results for i in range(len(cases))):
+        if any((grade_id, i) not in results for i in range(len(tests.CASES[grade_id]))):
             return False
-        return any(not _same(case, results[grade_id, i], self.values[grade_id, i], self.args(grade_id, i, case))
-                   for i, case in enumerate(cases))
+        return bool(self.changes(combo, tests, grade_id))
+
+    def changes(self, combo: Combo, tests: ModuleType, grade_id: str) -> frozenset[int]:
+        """The cases of ``grade_id`` whose results ``combo`` changes (kept once all are computed)."""
+        if ("changes", combo, grade_id) in self.known:
+            return self.known["changes", combo, grade_id]
+        results, cases = self.outcomes.get(combo, {}), tests.CASES[grade_id]
+        found = frozenset(i for i, case in enumerate(cases) if (grade_id, i) in results
+                          and not _same(case, results[grade_id, i], self.values[grade_id, i], self.args(grade_id, i, case)))
+        if all((grade_id, i) in results for i in range(len(cases))):
+            self.known["changes", combo, grade_id] = found
+        return found
 
     def args(self, grade_id: str, index: int, case: Case) -> tuple:
         """The case's arguments on the reference's device, as its calls got them."""
@@ -344,7 +368,7 @@ def diagnose(tests: ModuleType, reference: Reference, grade_id: str,
                    for i, case in enumerate(cases))
 
     found = [(m.id,) for m in _possible(reference.singles(tests, grade_id), grade_id, cleared) if explains((m.id,))]
-    return found or [combo for combo in reference.pairs(tests, grade_id)
+    return found or [combo for combo in reference.pairs(tests, grade_id, outcomes)
                      if len(_possible(reference.catalogue.by_id(combo), grade_id, cleared)) == len(combo)
                      and explains(combo)]
 

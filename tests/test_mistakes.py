@@ -211,7 +211,7 @@ def _toy(student: list[float], **mistaken: list[float]) -> tuple[CellReport, Ref
     values = {("test_f", i): torch.tensor(float(i)) for i in range(3)} | {("test_part", 0): torch.tensor(0.0)}
     outcomes = {(m,): {("test_f", i): torch.tensor(r) for i, r in enumerate(results)} for m, results in mistaken.items()}
     reference = Reference(values, nbformat.v4.new_notebook(), "cpu", 0, Limits(), catalogue=catalogue,
-                          outcomes=outcomes, paired={"test_f"})
+                          outcomes=outcomes)
     report = CellReport("test_f", 3, total=3)
     mine = {("test_f", i): torch.tensor(r) for i, r in enumerate(student)}
     failed = {i: (Case("f", None, "").difference(mine["test_f", i], values["test_f", i], ()), "")
