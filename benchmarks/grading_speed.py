@@ -12,6 +12,8 @@ invocation come from one run on one machine, so their ratios compare like with l
         per chapter, a class of correct, half-done, blank and mistaken submissions (typical
         mistakes from the chapter's catalogue, one per exercise or two in one): stock sequential vs
         ours with --jobs; throughput ratio; then one full-course submission (every chapter)
+    ... --class-mode --plain
+        the class without typical students (correct, half-done and blank only)
     ... --class-mode --anchor OTHER/.venv/bin/python [--no-stock]
         also this grader as another checkout has it (a git worktree with its own environment,
         whose ``autograder`` is that checkout's), in the same run: a change's cost in speed
@@ -152,8 +154,9 @@ def class_mode(args) -> None:
         for assignment in chapters:
             base = courses["ours"]
             kinds = [make_submission(base, assignment=assignment), _half_done(base, assignment),
-                     make_submission(base, assignment=assignment, solved=False),
-                     _mistaken(base, assignment, pair=False), _mistaken(base, assignment, pair=True)]
+                     make_submission(base, assignment=assignment, solved=False)]
+            if not args.plain:
+                kinds += [_mistaken(base, assignment, pair=False), _mistaken(base, assignment, pair=True)]
             notebooks = [kinds[k % len(kinds)] for k in range(args.per_chapter)]  # correct, half done, …
             seconds = {}
             for name, course in courses.items():
@@ -193,6 +196,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="class mode: our --jobs")
     parser.add_argument("--anchor", help="class mode: also grade with this interpreter's autograder (another checkout)")
     parser.add_argument("--no-stock", action="store_true", help="class mode: leave stock nbgrader out")
+    parser.add_argument("--plain", action="store_true", help="class mode: no students with typical mistakes")
     parser.add_argument("assignments", nargs="*", help="class mode: these chapters only (default: all)")
     args = parser.parse_args()
     class_mode(args) if args.class_mode else one_chapter(args)
