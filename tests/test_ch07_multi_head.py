@@ -109,7 +109,7 @@ def diagnose(d_model, n_head):
 '''
 
 # Exercise 2: the padding mask passed to SDPA as if True meant "attend", and is_causal ignored
-# (two mistakes: each hidden case that shows only the first is named as that mistake).
+# (two mistakes at once: named together).
 PADDING_AS_ALLOWED = '''
 class MultiHeadSelfAttention(nn.Module):
     def __init__(self, d_model, n_head):
@@ -155,7 +155,7 @@ MISTAKES = {  # student -> (replaced name, source, the exercise it costs, words 
     "scale_d_model": ("MultiHeadSelfAttention", SCALE_D_MODEL_MODULE, "test_multi_head_self_attention",
                       "divide by √d_head"),
     "padding_as_allowed": ("MultiHeadSelfAttention", PADDING_AS_ALLOWED, "test_multi_head_self_attention",
-                           "on this check your result is what this mistake gives: padded keys received attention"),
+                           "(1) padded keys received attention"),
     "cross_polarity": ("cross_attention", CROSS_MASK_POLARITY, "test_cross_attention",
                        "must be IGNORED"),
     "cross_scale_d_model": ("cross_attention", CROSS_SCALE_D_MODEL, "test_cross_attention",
