@@ -410,14 +410,11 @@ def _diagnose_report(report: CellReport, tests: ModuleType, reference: Reference
                             f"{report.total} hidden checks (it passes the ones you pass): " + " OR ".join(texts))
         failed = {i: (Verdict(verdict.message), arguments) for i, (verdict, arguments) in failed.items()}
     elif ready:
-        def differs(m: Mistake, i: int) -> bool:
-            return not _same(cases[i], reference.outcomes[m.id,][gid, i], reference.values[gid, i], args[i])
-
+        changes = {m.id: reference.changes((m.id,), tests, gid) for m in singles}
         shown = [m for m in singles  # the student's results show every result by which m differs
-                 if all(_same(cases[i], mine[i], reference.outcomes[m.id,][gid, i], args[i])
-                        for i in range(len(cases)) if differs(m, i))]
+                 if all(_same(cases[i], mine[i], reference.outcomes[m.id,][gid, i], args[i]) for i in changes[m.id])]
         for i, (verdict, arguments) in failed.items():
-            here = [named([m], gid) for m in shown if differs(m, i)]
+            here = [named([m], gid) for m in shown if i in changes[m.id]]
             if here:
                 failed[i] = (Verdict(verdict.message, tuple(f"on this check your result is what this mistake gives: {t}"
                                                              for t in here)), arguments)
